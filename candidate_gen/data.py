@@ -1,0 +1,176 @@
+"""Interaction datasets: MovieLens-100K and a generic CSV format, loaded into one shape.
+
+IDs are strings at the edges and dense int indices inside (``Dataset.user_ids[u]`` is the
+external id of user index ``u``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ML100K_FILES = ("u.data", "u.item")
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed; the message names file, line and problem."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    user_ids: list[str]  # index -> external id
+    item_ids: list[str]
+    titles: list[str]  # aligned with item_ids
+    users: np.ndarray  # (n,) int64 user index per interaction
+    items: np.ndarray  # (n,) int64 item index
+    ratings: np.ndarray  # (n,) float32, 1..5
+    timestamps: np.ndarray  # (n,) int64, seconds
+    fingerprint: str  # sha256 over the interaction files, ties artifacts to the data
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def __post_init__(self) -> None:
+        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
+        self.item_index = {it: i for i, it in enumerate(self.item_ids)}
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _build(name: str, rows: list[tuple[str, str, float, int]], items: dict[str, str], fp: str) -> Dataset:
+    user_ids = sorted({r[0] for r in rows}, key=_natural_key)
+    item_ids = sorted(items, key=_natural_key)
+    uidx = {u: i for i, u in enumerate(user_ids)}
+    iidx = {it: i for i, it in enumerate(item_ids)}
+    return Dataset(
+        name=name,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        titles=[items[i] for i in item_ids],
+        users=np.fromiter((uidx[r[0]] for r in rows), dtype=np.int64, count=len(rows)),
+        items=np.fromiter((iidx[r[1]] for r in rows), dtype=np.int64, count=len(rows)),
+        ratings=np.fromiter((r[2] for r in rows), dtype=np.float32, count=len(rows)),
+        timestamps=np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows)),
+        fingerprint=fp,
+    )
+
+
+def _natural_key(s: str) -> tuple[int, int | str]:
+    # numeric ids sort numerically ("2" < "10"), others lexically after them
+    return (0, int(s)) if s.isdigit() else (1, s)
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: file is empty")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid {encoding} text (byte 0x{raw[e.start]:02x})") from None
+
+
+def _parse_rating(path: Path, line: int, value: str) -> float:
+    try:
+        r = float(value)
+    except ValueError:
+        raise DataError(f"{path}:{line}: rating {value!r} is not a number") from None
+    if not (1.0 <= r <= 5.0):
+        raise DataError(f"{path}:{line}: rating {r} is outside the 1..5 scale")
+    return r
+
+
+def _parse_timestamp(path: Path, line: int, value: str) -> int:
+    try:
+        return int(float(value))
+    except ValueError:
+        raise DataError(f"{path}:{line}: timestamp {value!r} is not a number") from None
+
+
+def load_movielens_100k(folder: Path) -> Dataset:
+    """Read an unpacked ml-100k folder (u.data tab-separated, u.item ISO-8859-1, '|'-separated)."""
+    folder = Path(folder)
+    item_path, data_path = folder / "u.item", folder / "u.data"
+    items: dict[str, str] = {}
+    for n, line in enumerate(_read_text(item_path, "iso-8859-1").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) < 2:
+            raise DataError(f"{item_path}:{n}: expected 'id|title|...', got {line[:60]!r}")
+        items[parts[0].strip()] = parts[1].strip()
+    rows = []
+    for n, line in enumerate(_read_text(data_path, "utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 4:
+            raise DataError(f"{data_path}:{n}: expected 4 tab-separated fields, got {len(parts)}")
+        user, item, rating, ts = (p.strip() for p in parts)
+        if item not in items:
+            raise DataError(f"{data_path}:{n}: unknown item id {item!r} (not in u.item)")
+        rows.append((user, item, _parse_rating(data_path, n, rating), _parse_timestamp(data_path, n, ts)))
+    return _build("ml-100k", rows, items, _fingerprint([data_path, item_path]))
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    text = _read_text(path, "utf-8-sig")
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(f"{path}:1: missing column(s) {', '.join(missing)} (header is {', '.join(header)})")
+    rows = []
+    for row in reader:
+        line = reader.line_num
+        if None in row or any(row.get(c) in (None, "") for c in required):
+            raise DataError(f"{path}:{line}: wrong number of fields or an empty value in {required}")
+        rows.append((line, row))
+    if not rows:
+        raise DataError(f"{path}: file has a header but no rows")
+    return rows
+
+
+def load_generic(folder: Path) -> Dataset:
+    """Read ``interactions.csv`` (user_id,item_id,rating,timestamp) and ``items.csv`` (item_id,title)."""
+    folder = Path(folder)
+    items_path, inter_path = folder / "items.csv", folder / "interactions.csv"
+    items: dict[str, str] = {}
+    for line, row in _csv_rows(items_path, ("item_id", "title")):
+        items[row["item_id"].strip()] = row["title"].strip()
+    rows = []
+    for line, row in _csv_rows(inter_path, ("user_id", "item_id", "rating", "timestamp")):
+        item = row["item_id"].strip()
+        if item not in items:
+            raise DataError(f"{inter_path}:{line}: unknown item id {item!r} (not in items.csv)")
+        rows.append(
+            (
+                row["user_id"].strip(),
+                item,
+                _parse_rating(inter_path, line, row["rating"]),
+                _parse_timestamp(inter_path, line, row["timestamp"]),
+            )
+        )
+    return _build(folder.name, rows, items, _fingerprint([inter_path, items_path]))

@@ -1,0 +1,80 @@
+"""The one settings object. Read from RECRANKER_* environment variables (or a .env file).
+
+Library code takes explicit arguments; only entry points (CLI, service) build Settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODEL = "smollm2-135m-instruct"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ADAPTER = REPO_ROOT / "models" / "recranker-smollm2-ml100k"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECRANKER_", env_file=".env", extra="ignore")
+
+    # where things live
+    home: Path = Field(Path("artifacts"), description="Folder for every runtime artifact (backbones, model cache, eval caches).")
+    data_dir: Path | None = Field(None, description="Folder holding datasets (ml-100k/ ...); default <home>/data, downloaded if absent.")
+    ml100k_url: str = Field("https://files.grouplens.org/datasets/movielens/ml-100k.zip", description="Official GroupLens archive.")
+
+    # what is served
+    dataset: str = Field("ml-100k", description="Dataset name, or a folder with interactions.csv + items.csv.")
+    backbone: Literal["pop", "mf", "lightgcn", "sasrec"] = "lightgcn"
+    base_model: str = Field(BUNDLED_MODEL, description="Bundled model name, a Hugging Face id, or a local checkpoint path.")
+    adapter: str | None = Field(str(DEFAULT_ADAPTER), description="PEFT adapter folder; 'none' serves the base model.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    engine: Literal["hf", "vllm"] = "hf"
+    vllm_url: str = Field("http://127.0.0.1:8000", description="OpenAI-compatible vLLM server for engine=vllm.")
+    vllm_model: str | None = Field(None, description="Model (or LoRA module) name to send to vLLM.")
+
+    # ranking defaults
+    num_candidates: int = Field(10, ge=1, le=200)
+    top_k: int = Field(5, ge=1, le=200)
+    use_hints: bool = True
+    pairwise_budget: int = Field(10, ge=0, description="Pairwise comparisons per request (each asked in both orders).")
+    listwise_shuffles: int = Field(3, ge=1)
+    history_token_budget: int = Field(400, ge=32)
+
+    # service
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    redis_url: str | None = Field(None, description="redis://...; unset = in-process store (embedded default).")
+    api_key: str | None = None
+    cache_ttl_s: int = Field(300, ge=0)
+    user_history_max: int = Field(200, ge=1)
+    max_candidates: int = Field(50, ge=1)
+    max_batch_requests: int = Field(32, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    request_timeout_s: float = Field(60.0, gt=0)
+    microbatch: bool = True
+    microbatch_max_wait_ms: float = Field(10.0, ge=0)
+    microbatch_max_requests: int = Field(8, ge=1)
+    queue_max: int = Field(64, ge=1)
+
+    @field_validator("adapter")
+    @classmethod
+    def _none_adapter(cls, v: str | None) -> str | None:
+        return None if v is None or v.strip().lower() in ("", "none") else v
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else self.home / "data"
+
+    @property
+    def backbones_dir(self) -> Path:
+        return self.home / "backbones"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+
+def get_settings(**overrides) -> Settings:
+    return Settings(**overrides)
