@@ -1,0 +1,90 @@
+"""Loaders: MovieLens-100K format, the generic CSV format, and every bad-file case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from candidate_gen.data import DataError, load_generic, load_movielens_100k
+
+
+def write_ml(folder: Path, data: str, items: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "u.data").write_text(data)
+    (folder / "u.item").write_bytes(items)
+    return folder
+
+
+ITEMS = "1|Toy Story (1995)|01-Jan-1995||url|0\n2|Caf\xe9 Society (1995)|01-Jan-1995||url|0\n".encode("iso-8859-1")
+
+
+def test_movielens_format_reads_latin1_titles_and_maps_ids(tmp_path):
+    ds = load_movielens_100k(write_ml(tmp_path, "10\t2\t5\t100\n9\t1\t3\t50\n", ITEMS))
+    assert ds.user_ids == ["9", "10"]  # numeric ids sort numerically
+    assert ds.titles[ds.item_index["2"]] == "Café Society (1995)"
+    assert ds.ratings.tolist() == [5.0, 3.0]
+    assert [ds.user_ids[u] for u in ds.users] == ["10", "9"]
+    assert len(ds.fingerprint) == 64
+
+
+def test_real_ml100k_counts(ml100k_dir):
+    ds = load_movielens_100k(ml100k_dir)
+    assert (ds.n_users, ds.n_items, len(ds.ratings)) == (943, 1682, 100_000)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("1\t1\tfive\t100\n", r"u\.data:1: rating 'five' is not a number"),
+        ("1\t1\t5\t100\n1\t7\t4\t100\n", r"u\.data:2: unknown item id '7'"),
+        ("1\t1\t5\n", r"u\.data:1: expected 4 tab-separated fields, got 3"),
+        ("1\t1\t9\t100\n", r"u\.data:1: rating 9\.0 is outside the 1\.\.5 scale"),
+        ("\n\n", r"u\.data: file is empty"),
+    ],
+)
+def test_movielens_bad_files(tmp_path, data, message):
+    with pytest.raises(DataError, match=message):
+        load_movielens_100k(write_ml(tmp_path, data, ITEMS))
+
+
+def test_movielens_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"u\.item: file not found"):
+        load_movielens_100k(tmp_path)
+
+
+def write_generic(folder: Path, interactions: str | bytes, items: str = "item_id,title\na,Alpha\nb,Beta\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = interactions.encode() if isinstance(interactions, str) else interactions
+    (folder / "interactions.csv").write_bytes(raw)
+    (folder / "items.csv").write_text(items)
+    return folder
+
+
+def test_generic_format_with_string_ids_and_float_ratings(tmp_path):
+    ds = load_generic(write_generic(tmp_path / "shop", "user_id,item_id,rating,timestamp\nu-x,a,4.5,10\nu-y,b,2,11\n"))
+    assert ds.name == "shop"
+    assert ds.user_ids == ["u-x", "u-y"] and ds.item_ids == ["a", "b"]
+    assert ds.ratings.tolist() == [4.5, 2.0]
+
+
+@pytest.mark.parametrize(
+    "interactions, message",
+    [
+        ("user_id,item_id,timestamp\nu,a,1\n", r"interactions\.csv:1: missing column\(s\) rating"),
+        ("user_id,item_id,rating,timestamp\nu,a,great,1\n", r"interactions\.csv:2: rating 'great' is not a number"),
+        ("user_id,item_id,rating,timestamp\nu,a,4,1\nu,zzz,4,2\n", r"interactions\.csv:3: unknown item id 'zzz'"),
+        ("", r"interactions\.csv: file is empty"),
+        ("user_id,item_id,rating,timestamp\n", r"interactions\.csv: file has a header but no rows"),
+        ("user_id,item_id,rating,timestamp\nu,a,4\n", r"interactions\.csv:2: wrong number of fields"),
+        (b"user_id,item_id,rating,timestamp\nu\xff,a,4,1\n", r"interactions\.csv:2: not valid utf-8-sig text"),
+    ],
+)
+def test_generic_bad_files(tmp_path, interactions, message):
+    with pytest.raises(DataError, match=message):
+        load_generic(write_generic(tmp_path, interactions))
+
+
+def test_generic_items_missing_title_column(tmp_path):
+    with pytest.raises(DataError, match=r"items\.csv:1: missing column\(s\) title"):
+        load_generic(write_generic(tmp_path, "user_id,item_id,rating,timestamp\nu,a,4,1\n", items="item_id,name\na,A\n"))
