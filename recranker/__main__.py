@@ -1,0 +1,5 @@
+import sys
+
+from recranker.cli import main
+
+sys.exit(main())
