@@ -1,0 +1,199 @@
+"""Offline evaluation under the paper's protocol (method.md §9).
+
+For each evaluated user the backbone's top-N unseen items are the candidates; the LLM
+re-ranks them in every mode at once (one Ranker call gives each mode's scores and the
+hybrid). A user whose held-out item is not among the candidates is a miss in every row,
+whatever the LLM says, so the LLM only runs for users whose item is a candidate; this
+makes a full-population evaluation affordable on a CPU without changing any number.
+
+Per-user outcomes are appended to a JSONL cache keyed by everything that can change
+them, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from candidate_gen.evaluate import liked_history
+from candidate_gen.retrieve import CandidateGenerator
+from candidate_gen.split import Split
+from ranker.ensemble import EnsembleWeights, order_by, zscore
+from ranker.profiles import candidates_from_items, profile_from_events
+from ranker.ranker import Ranker, RankRequest
+from ranker.types import MODES, Mode
+from training.report import summarize_rows
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["valid", "test"]
+ROWS = ("backbone", *MODES, "hybrid")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    stage: Stage = "test"
+    num_candidates: int = 10
+    use_hints: bool = True
+    users: int | None = None  # evaluate a seeded random subset; None = every user with a held-out item
+    seed: int = 0
+    modes: tuple[Mode, ...] = MODES
+
+    def __post_init__(self) -> None:
+        if self.num_candidates < 1 or self.num_candidates > 20:
+            raise ValueError(f"num_candidates must be in 1..20 (listwise identifiers), got {self.num_candidates}")
+        if self.users is not None and self.users < 1:
+            raise ValueError(f"users must be >= 1, got {self.users}")
+
+
+@dataclass
+class UserOutcome:
+    user_id: str
+    target: str  # held-out item id
+    candidates: list[str]  # backbone order, best first
+    backbone_scores: list[float]
+    mode_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # z-scores; empty when not run
+    degraded: bool = False
+
+    @property
+    def target_is_candidate(self) -> bool:
+        return self.target in self.candidates
+
+
+def select_users(split: Split, config: EvalConfig) -> list[int]:
+    users = split.eval_users(config.stage)
+    if config.users is not None and config.users < len(users):
+        rng = np.random.default_rng(config.seed)
+        users = sorted(rng.choice(users, size=config.users, replace=False).tolist())
+    return users
+
+
+def retrieve(split: Split, generator: CandidateGenerator, users: Sequence[int], config: EvalConfig):
+    """The backbone's top-N unseen items (and scores) for each user, in one batched search."""
+    histories = [liked_history(split, u, config.stage) for u in users]
+    excludes = [split.users[u].seen(config.stage) for u in users]
+    return generator.candidates_many(list(users), histories, config.num_candidates, excludes, threads=None)
+
+
+def cache_key(config: EvalConfig, ranker: Ranker, backbone_meta: dict) -> str:
+    """Everything that can change a user's outcome; a different key means a different file."""
+    parts = {
+        "config": asdict(config) | {"users": None},  # the subset doesn't change per-user outcomes
+        "ranker": asdict(ranker.config),
+        "model": ranker.engine.model_name,
+        "adapter": getattr(ranker.engine, "adapter_revision", None),
+        "backbone": backbone_meta.get("fingerprint") or backbone_meta.get("created"),
+        "backbone_model": backbone_meta.get("model"),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_cache(path: Path) -> dict[str, UserOutcome]:
+    done: dict[str, UserOutcome] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption: that user runs again
+            done[row["user_id"]] = UserOutcome(**row)
+    return done
+
+
+def collect(
+    split: Split,
+    generator: CandidateGenerator,
+    ranker: Ranker,
+    config: EvalConfig,
+    cache_path: Path | None = None,
+    progress: bool = True,
+) -> list[UserOutcome]:
+    """Every selected user's outcome; LLM work only where the target is a candidate."""
+    ds = split.dataset
+    users = select_users(split, config)
+    done = _read_cache(cache_path) if cache_path else {}
+    if cache_path:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    retrieved = retrieve(split, generator, users, config)
+    sink = cache_path.open("a") if cache_path else None
+    try:
+        for u, cands in tqdm(list(zip(users, retrieved)), disable=not progress, desc=f"eval {config.stage}"):
+            uid = ds.user_ids[u]
+            if uid in done:
+                outcomes.append(done[uid])
+                continue
+            items = [c.item for c in cands]
+            outcome = UserOutcome(
+                user_id=uid,
+                target=ds.item_ids[split.users[u].held_out(config.stage)],
+                candidates=[ds.item_ids[i] for i in items],
+                backbone_scores=[c.score for c in cands],
+            )
+            if outcome.target_is_candidate:
+                profile = profile_from_events(ds, uid, split.users[u].context(config.stage))
+                request = RankRequest(
+                    user=profile,
+                    candidates=candidates_from_items(ds, items, outcome.backbone_scores),
+                    modes=config.modes,
+                    k=len(items),
+                    use_hints=config.use_hints,
+                )
+                result = ranker.rank(request)
+                outcome.degraded = result.degraded
+                for m in result.modes:
+                    outcome.mode_scores[m] = {it.item_id: it.mode_scores[m] for it in result.items}
+            outcomes.append(outcome)
+            if sink:
+                sink.write(json.dumps(asdict(outcome)) + "\n")
+                sink.flush()
+    finally:
+        if sink:
+            sink.close()
+    return outcomes
+
+
+def hybrid_ranking(o: UserOutcome, weights: EnsembleWeights) -> list[str]:
+    """The hybrid order of one user's candidates for any weights (same formula as serving)."""
+    backbone = dict(zip(o.candidates, o.backbone_scores))
+    prior = zscore(backbone, o.candidates)
+    hybrid = {
+        i: sum(weights.of(m) * z[i] for m, z in o.mode_scores.items()) + weights.backbone * prior[i]
+        for i in o.candidates
+    }
+    return order_by(hybrid, o.candidates, backbone)
+
+
+def row_ranks(outcomes: Iterable[UserOutcome], weights: EnsembleWeights) -> dict[str, list[int | None]]:
+    """0-based rank of the target per user in each row; None = not in the list (a miss)."""
+    ranks: dict[str, list[int | None]] = {row: [] for row in ROWS}
+    for o in outcomes:
+        backbone = dict(zip(o.candidates, o.backbone_scores))
+        orders = {"backbone": list(o.candidates), "hybrid": hybrid_ranking(o, weights)}
+        for m in MODES:
+            orders[m] = order_by(o.mode_scores[m], o.candidates, backbone) if m in o.mode_scores else list(o.candidates)
+        for row in ROWS:
+            order = orders[row]
+            ranks[row].append(order.index(o.target) if o.target_is_candidate else None)
+    return ranks
+
+
+def report(outcomes: list[UserOutcome], weights: EnsembleWeights, seed: int = 0) -> dict:
+    """Rows over all users and over the subset whose target is a candidate, with intervals."""
+    subset = [o for o in outcomes if o.target_is_candidate]
+    return {
+        "users": len(outcomes),
+        "users_with_target_in_candidates": len(subset),
+        "degraded_users": sum(o.degraded for o in outcomes),
+        "rows": summarize_rows(row_ranks(outcomes, weights), seed=seed),
+        "rows_target_in_candidates": summarize_rows(row_ranks(subset, weights), seed=seed) if subset else {},
+        "weights": weights.to_dict(),
+    }

@@ -1,0 +1,83 @@
+"""Evaluation reporting: bootstrap intervals, a markdown table and a PNG chart."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from candidate_gen.metrics import hit_rate, ndcg
+
+EVAL_KS = (3, 5)
+
+
+def per_user_metrics(ranks: Sequence[int | None], ks: Sequence[int] = EVAL_KS) -> dict[str, np.ndarray]:
+    """Each user's HR@k / NDCG@k as arrays, so means and bootstrap intervals share one source."""
+    out = {}
+    for k in ks:
+        out[f"HR@{k}"] = np.array([hit_rate(r, k) for r in ranks])
+        out[f"NDCG@{k}"] = np.array([ndcg(r, k) for r in ranks])
+    return out
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean, resampling users with replacement."""
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = values[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def summarize_rows(ranks_by_row: Mapping[str, Sequence[int | None]], seed: int = 0) -> dict[str, dict[str, float]]:
+    """{row: {"HR@3": mean, "HR@3_ci": [lo, hi], ...}} for every row (backbone, modes, hybrid)."""
+    rows = {}
+    for row, ranks in ranks_by_row.items():
+        stats: dict = {}
+        for name, values in per_user_metrics(ranks).items():
+            stats[name] = float(values.mean()) if len(values) else float("nan")
+            stats[f"{name}_ci"] = list(bootstrap_ci(values, seed=seed))
+        rows[row] = stats
+    return rows
+
+
+def markdown_table(rows: Mapping[str, Mapping[str, float]], title: str = "") -> str:
+    metrics = [f"{m}@{k}" for k in EVAL_KS for m in ("HR", "NDCG")]
+    lines = [f"**{title}**", ""] if title else []
+    lines.append("| row | " + " | ".join(metrics) + " |")
+    lines.append("|---|" + "---|" * len(metrics))
+    for row, stats in rows.items():
+        cells = []
+        for m in metrics:
+            lo, hi = stats.get(f"{m}_ci", (float("nan"), float("nan")))
+            cells.append(f"{stats[m]:.4f} [{lo:.4f}, {hi:.4f}]")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(rows: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless
+    import matplotlib.pyplot as plt
+
+    metrics = [f"{m}@{k}" for k in EVAL_KS for m in ("HR", "NDCG")]
+    names = list(rows)
+    x = np.arange(len(metrics))
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for n, row in enumerate(names):
+        means = [rows[row][m] for m in metrics]
+        err = np.array([[rows[row][m] - rows[row][f"{m}_ci"][0], rows[row][f"{m}_ci"][1] - rows[row][m]] for m in metrics]).T
+        ax.bar(x + n * width, means, width, yerr=err, capsize=2, label=row)
+    ax.set_xticks(x + width * (len(names) - 1) / 2, metrics)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
