@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from recranker.settings import Settings
@@ -84,6 +85,74 @@ def cmd_model_prepare(args, settings: Settings) -> None:
     print(f"model ready at {path}")
 
 
+def _adapter_arg(value: str | None, settings: Settings) -> str | None:
+    if value is None:
+        return settings.adapter
+    return None if value.strip().lower() == "none" else value
+
+
+def _ranker_and_generator(args, settings: Settings):
+    from candidate_gen.artifacts import ensure_backbone
+    from candidate_gen.retrieve import CandidateGenerator
+    from recranker.stack import build_ranker
+
+    split = _load_split(settings, args.dataset, args.dataset_path)
+    loaded = ensure_backbone(settings.home, split, args.backbone, seed=args.seed)
+    generator = CandidateGenerator.from_backbone(loaded.backbone, "exact")
+    adapter = _adapter_arg(args.adapter, settings)
+    ranker = build_ranker(settings, adapter)
+    return split, loaded, generator, ranker, adapter
+
+
+def cmd_evaluate(args, settings: Settings) -> None:
+    from training.evaluate import EvalConfig, cache_key, collect, report
+    from training.report import bar_chart, markdown_table
+
+    split, loaded, generator, ranker, adapter = _ranker_and_generator(args, settings)
+    out: dict = {"dataset": split.dataset.name, "backbone": args.backbone, "adapter": adapter,
+                 "model": ranker.engine.model_name, "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict()}
+    hint_settings = {"on": [True], "off": [False], "both": [True, False]}[args.hints]
+    md = []
+    for hints in hint_settings:
+        config = EvalConfig(stage=args.stage, num_candidates=args.candidates, use_hints=hints,
+                            users=args.users, seed=args.seed)
+        cache = settings.home / "eval-cache" / f"{cache_key(config, ranker, loaded.meta)}.jsonl"
+        outcomes = collect(split, generator, ranker, config, cache_path=cache)
+        result = report(outcomes, ranker.weights, seed=args.seed)
+        key = "with_hints" if hints else "without_hints"
+        out[key] = result
+        title = f"{split.dataset.name}, {args.backbone} candidates, adapter={adapter or 'none'}, hints={'on' if hints else 'off'}, {result['users']} users"
+        md.append(markdown_table(result["rows"], title))
+        md.append(markdown_table(result["rows_target_in_candidates"],
+                                 f"subset whose test item is a candidate ({result['users_with_target_in_candidates']} users)"))
+        if args.chart:
+            bar_chart(result["rows"], Path(args.chart).with_stem(Path(args.chart).stem + f"-{key}"), title)
+    first = out["with_hints" if hint_settings[0] else "without_hints"]
+    out["users"] = first["users"]
+    out["rows"] = first["rows"]
+    _write_json(args.json, out)
+    print("\n".join(md))
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(md))
+
+
+def cmd_weights(args, settings: Settings) -> None:
+    from training.evaluate import EvalConfig, cache_key, collect
+    from training.weights import choose_weights, save_weights
+
+    split, loaded, generator, ranker, adapter = _ranker_and_generator(args, settings)
+    if adapter is None:
+        raise CLIError("choosing weights needs an adapter folder to write hybrid_weights.json into (--adapter)")
+    config = EvalConfig(stage="valid", num_candidates=args.candidates, use_hints=True, users=args.users, seed=args.seed)
+    cache = settings.home / "eval-cache" / f"{cache_key(config, ranker, loaded.meta)}.jsonl"
+    outcomes = collect(split, generator, ranker, config, cache_path=cache)
+    best, table = choose_weights(outcomes)
+    path = save_weights(best, Path(adapter), {"stage": "valid", "users": len(outcomes),
+                                              "users_with_target_in_candidates": sum(o.target_is_candidate for o in outcomes),
+                                              "metric": "NDCG@3", "seed": args.seed, "top": table[:10]})
+    print(f"chose {best.to_dict()} on {len(outcomes)} validation users; wrote {path}")
+
+
 def cmd_serve(args, settings: Settings) -> None:
     from service.cli import serve
 
@@ -121,6 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp = model.add_parser("prepare", help="put the base model into the cache as a plain HF checkpoint")
     sp.add_argument("--model", help="bundled name, HF id or local path (default: RECRANKER_BASE_MODEL)")
     sp.set_defaults(func=cmd_model_prepare)
+
+    def eval_args(sp):
+        data_args(sp)
+        sp.add_argument("--backbone", choices=BACKBONES, default="lightgcn")
+        sp.add_argument("--adapter", help="PEFT adapter folder, or 'none' for the base model (default: RECRANKER_ADAPTER)")
+        sp.add_argument("--users", type=int, help="evaluate a seeded random subset of users")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--candidates", type=int, default=10, help="backbone candidates per user")
+
+    sp = sub.add_parser("evaluate", help="the paper's protocol: backbone vs each mode vs hybrid, HR/NDCG@3,5")
+    eval_args(sp)
+    sp.add_argument("--stage", choices=("test", "valid"), default="test")
+    sp.add_argument("--hints", choices=("on", "off", "both"), default="both")
+    sp.add_argument("--json", required=True, help="write the result here")
+    sp.add_argument("--markdown", help="also write the tables here")
+    sp.add_argument("--chart", help="also write PNG charts (one per hint setting) with this name")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("weights", help="choose hybrid weights on validation users, save beside the adapter")
+    eval_args(sp)
+    sp.set_defaults(func=cmd_weights)
 
     sp = sub.add_parser("serve", help="run the ranking service")
     sp.add_argument("--host")

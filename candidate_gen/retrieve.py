@@ -1,0 +1,109 @@
+"""Candidate generation: a backbone's query vector against a FAISS index of its items.
+
+One class serves every backbone because each reduces to an inner product (see
+``candidate_gen.base``): embedding models look the user up, SASRec encodes the history,
+and the index does the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from candidate_gen.base import Backbone
+from candidate_gen.index import ItemIndex, Kind
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item: int  # dataset item index
+    score: float  # backbone score (inner product), higher is better
+
+
+class CandidateGenerator:
+    """Top-n unseen items for a user, with the backbone's scores."""
+
+    def __init__(self, backbone: Backbone, index: ItemIndex) -> None:
+        self._name = getattr(backbone, "name", type(backbone).__name__)
+        vectors = backbone.item_vectors()
+        if index.n_items != vectors.shape[0] or index.dim != vectors.shape[1]:
+            raise ValueError(f"index holds {index.n_items} x {index.dim} items but backbone {self._name!r} "
+                             f"has {vectors.shape[0]} x {vectors.shape[1]}")
+        self.backbone = backbone
+        self.index = index
+
+    @classmethod
+    def from_backbone(
+        cls, backbone: Backbone, kind: Kind = "exact", *, threads: int | None = 1, **params: int | None
+    ) -> CandidateGenerator:
+        """Build the index over ``backbone.item_vectors()`` (see ``ItemIndex.build``)."""
+        return cls(backbone, ItemIndex.build(backbone.item_vectors(), kind, threads=threads, **params))
+
+    @property
+    def n_items(self) -> int:
+        return self.index.n_items
+
+    def candidates(
+        self, user: int | None, history: Sequence[int], n: int, exclude: Collection[int] | None = None
+    ) -> list[ScoredItem]:
+        """The ``n`` best items not in ``exclude`` (default: the history), best first.
+
+        Fewer than ``n`` come back only when fewer than ``n`` items are left unexcluded.
+        """
+        return self.candidates_many([user], [history], n, None if exclude is None else [exclude])[0]
+
+    def candidates_many(
+        self,
+        users: Sequence[int | None],
+        histories: Sequence[Sequence[int]],
+        n: int,
+        excludes: Sequence[Collection[int]] | None = None,
+        *,
+        threads: int | None = -1,
+    ) -> list[list[ScoredItem]]:
+        """``candidates`` for many users in one index search (offline evaluation, batch jobs).
+
+        ``threads`` overrides the index's thread count for this search (None: all cores);
+        -1 keeps the index's setting.
+        """
+        if len(users) != len(histories):
+            raise ValueError(f"got {len(users)} users but {len(histories)} histories")
+        if excludes is not None and len(excludes) != len(users):
+            raise ValueError(f"got {len(users)} users but {len(excludes)} exclude sets")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if not users:
+            return []
+        for history in histories:
+            self._check_items(history, "history")
+        queries = np.stack([self._query(u, h) for u, h in zip(users, histories, strict=True)])
+        if excludes is None:
+            excludes = [set(h) for h in histories]
+        ids, scores = self.index.search(queries, n, excludes, threads=threads)
+        return [
+            [ScoredItem(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
+            for row_ids, row_scores in zip(ids, scores, strict=True)
+        ]
+
+    def score(self, user: int | None, history: Sequence[int], items: Sequence[int]) -> np.ndarray:
+        """Backbone scores of client-supplied ``items``, in their order."""
+        self._check_items(history, "history")
+        self._check_items(items, "items")
+        return np.asarray(self.backbone.score(user, history, items), dtype=np.float32)
+
+    def _query(self, user: int | None, history: Sequence[int]) -> np.ndarray:
+        q = np.asarray(self.backbone.query(user, history), dtype=np.float32)
+        if q.shape != (self.index.dim,):
+            raise ValueError(f"backbone {self._name!r} returned a query of shape {q.shape}, "
+                             f"expected ({self.index.dim},)")
+        if not np.isfinite(q).all():
+            raise ValueError(f"backbone {self._name!r} returned a non-finite query for user "
+                             f"{user!r} with {len(history)} history items")
+        return q
+
+    def _check_items(self, items: Sequence[int], what: str) -> None:
+        bad = [i for i in items if not isinstance(i, int | np.integer) or not 0 <= i < self.n_items]
+        if bad:
+            raise ValueError(f"{what} contains item indices outside 0..{self.n_items - 1}: {bad[:5]}")
