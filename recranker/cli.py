@@ -62,7 +62,8 @@ def cmd_backbone_train(args, settings: Settings) -> None:
     folder = backbone_dir(settings.home, split.dataset.name, args.model)
     test = evaluate_backbone(backbone, split, stage="test")
     save_backbone(backbone, folder, {**metrics, "test": test, "dataset": split.dataset.name,
-                                     "fingerprint": split.dataset.fingerprint, "seed": args.seed})
+                                     "fingerprint": split.dataset.fingerprint, "seed": args.seed},
+                  item_ids=split.dataset.item_ids, user_ids=split.dataset.user_ids)
     print(f"saved {args.model} backbone to {folder}")
     print(json.dumps(test["metrics"], indent=2))
 

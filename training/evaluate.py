@@ -90,7 +90,7 @@ def cache_key(config: EvalConfig, ranker: Ranker, backbone_meta: dict) -> str:
         "ranker": asdict(ranker.config),
         "model": ranker.engine.model_name,
         "adapter": getattr(ranker.engine, "adapter_revision", None),
-        "backbone": backbone_meta.get("fingerprint") or backbone_meta.get("created"),
+        "backbone": [backbone_meta.get("fingerprint"), backbone_meta.get("created")],
         "backbone_model": backbone_meta.get("model"),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
