@@ -1,0 +1,252 @@
+"""The ranking facade: requests in, ranked top-k out; engine failures become a degraded
+(backbone-order) result, never an exception to the caller.
+
+``rank_many`` makes one ``engine.score`` call per mode for all its requests together,
+so a service micro-batch of N users costs three engine calls, not 3N.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ranker.chat import to_scoring_prompt
+from ranker.engines.base import Engine
+from ranker.ensemble import EnsembleWeights, hybrid_scores, order_by, zscore
+from ranker.modes import listwise, pairwise, pointwise
+from ranker.modes.base import ModePlan
+from ranker.prompts import LISTWISE_LABELS, PAIRWISE_LABELS, POINTWISE_LABELS, PromptConfig
+from ranker.types import MODES, Candidate, Mode, ModeScores, RankedItem, RankResult, UserProfile
+
+log = logging.getLogger(__name__)
+
+LABEL_SETS: dict[Mode, tuple[str, ...]] = {
+    "pointwise": POINTWISE_LABELS,
+    "pairwise": PAIRWISE_LABELS,
+    "listwise": LISTWISE_LABELS,
+}
+STAGES = ("prompt", "llm", "ensemble")
+_COLLECT: dict[Mode, Callable[[ModePlan, np.ndarray], ModeScores]] = {
+    "pointwise": pointwise.collect,
+    "pairwise": pairwise.collect,
+    "listwise": listwise.collect,
+}
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    pairwise_budget: int = 10  # comparisons per request, each asked in both orders (2 prompts)
+    listwise_shuffles: int = 3  # shown orders per request (position shifting)
+    history_token_budget: int = 400  # tokens of history per prompt, most recent first
+    use_hints: bool = True  # backbone hints in the prompts (a request may override)
+    seed: int = 0  # mixed with each request's content for pair selection and shuffles
+    max_history_items: int = 50
+    item: str = "movie"
+    items: str = "movies"
+
+    def __post_init__(self) -> None:
+        if self.pairwise_budget < 0:
+            raise ValueError(f"pairwise_budget must be >= 0, got {self.pairwise_budget}")
+        if self.listwise_shuffles < 1:
+            raise ValueError(f"listwise_shuffles must be >= 1, got {self.listwise_shuffles}")
+        if self.history_token_budget < 1:
+            raise ValueError(f"history_token_budget must be >= 1, got {self.history_token_budget}")
+
+    @property
+    def prompt_config(self) -> PromptConfig:
+        return PromptConfig(self.history_token_budget, self.max_history_items, self.item, self.items)
+
+
+@dataclass
+class RankRequest:
+    user: UserProfile
+    candidates: list[Candidate]
+    modes: tuple[Mode, ...] = MODES
+    k: int = 5
+    weights: EnsembleWeights | None = None  # None: the ranker's weights
+    use_hints: bool | None = None  # None: the ranker's config
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise ValueError("a rank request needs at least one candidate")
+        ids = [c.item_id for c in self.candidates]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate candidate item_id(s): {dupes[:5]}")
+        self.modes = tuple(self.modes)
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or len(set(self.modes)) != len(self.modes):
+            raise ValueError(f"modes must be distinct values of {list(MODES)}, got {list(self.modes)}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+
+
+@dataclass
+class _Work:
+    """One request on its way through rank_many."""
+
+    request: RankRequest
+    plans: dict[Mode, ModePlan] = field(default_factory=dict)
+    scores: dict[Mode, ModeScores] = field(default_factory=dict)
+    failure: str | None = None
+
+
+class Ranker:
+    def __init__(
+        self, engine: Engine, config: RankerConfig = RankerConfig(), weights: EnsembleWeights = EnsembleWeights()
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.weights = weights
+        self._prompt_config = config.prompt_config
+        for labels in LABEL_SETS.values():  # a tokenizer that splits a label fails here, at start-up
+            engine.label_token_ids(labels)
+
+    # ---- public -------------------------------------------------------------------------
+
+    def rank(self, request: RankRequest) -> RankResult:
+        return self.rank_many([request])[0]
+
+    def rank_many(self, requests: Sequence[RankRequest]) -> list[RankResult]:
+        """Rank several requests with one engine call per mode across all of them."""
+        works = [_Work(r) for r in requests]
+        timings = dict.fromkeys(STAGES, 0.0)
+        t = time.perf_counter()
+        for w in works:
+            self._plan(w)
+        timings["prompt"] += time.perf_counter() - t
+        for mode in MODES:
+            self._score_mode(mode, [w for w in works if mode in w.plans and w.failure is None], timings)
+        t = time.perf_counter()
+        results = [self._finish(w) for w in works]
+        timings["ensemble"] += time.perf_counter() - t
+        for res in results:
+            res.timings = dict(timings)  # batch stages: every request waited for all of them
+        return results
+
+    def fallback(self, request: RankRequest, reason: str) -> RankResult:
+        """Backbone order (unscored candidates at the average), marked degraded."""
+        ids = [c.item_id for c in request.candidates]
+        backbone = {c.item_id: c.backbone_score for c in request.candidates}
+        prior = zscore({i: s for i, s in backbone.items() if s is not None}, ids)
+        return RankResult(
+            items=self._top_k(request, prior, {}),
+            modes=(),
+            degraded=True,
+            degraded_reason=reason,
+        )
+
+    # ---- stages -------------------------------------------------------------------------
+
+    def _plan(self, w: _Work) -> None:
+        r, cfg = w.request, self.config
+        hints = cfg.use_hints if r.use_hints is None else r.use_hints
+        common = {"hints": hints, "config": self._prompt_config, "count_tokens": self.engine.count_tokens}
+        try:
+            for mode in r.modes:
+                if mode == "pointwise":
+                    plan = pointwise.plan(r.user, r.candidates, **common)
+                elif mode == "pairwise":
+                    plan = pairwise.plan(r.user, r.candidates, budget=cfg.pairwise_budget, seed=cfg.seed, **common)
+                else:
+                    plan = listwise.plan(r.user, r.candidates, shuffles=cfg.listwise_shuffles, seed=cfg.seed, **common)
+                w.plans[mode] = plan
+        except Exception as e:  # noqa: BLE001 - one bad request must not sink the batch
+            log.exception("building prompts failed for user %s", r.user.user_id)
+            w.failure = f"prompt building failed: {type(e).__name__}: {e}"
+
+    def _score_mode(self, mode: Mode, works: list[_Work], timings: dict[str, float]) -> None:
+        """One engine call for this mode's prompts of every request, then per-request scores."""
+        labels = LABEL_SETS[mode]
+        plans = [w.plans[mode] for w in works]
+        counts = [len(plan.prompts) for plan in plans]
+        t = time.perf_counter()
+        try:
+            prompts = [to_scoring_prompt(self.engine, p) for plan in plans for p in plan.prompts]
+        except Exception as e:  # noqa: BLE001 - a chat template that loses the split marker
+            log.exception("%s chat formatting failed for %d request(s)", mode, len(works))
+            return self._fail(works, f"{mode} chat formatting failed: {type(e).__name__}: {e}")
+        finally:
+            timings["prompt"] += time.perf_counter() - t
+        rows, tokens, calls = np.zeros((0, len(labels))), [0] * len(works), [0] * len(works)
+        if prompts:
+            t = time.perf_counter()
+            try:
+                batch = self.engine.score(prompts, labels)
+                rows = np.asarray(batch.logprobs)
+                if rows.shape != (len(prompts), len(labels)):
+                    raise ValueError(f"engine returned log-probabilities of shape {rows.shape}, "
+                                     f"expected {(len(prompts), len(labels))}")
+            except Exception as e:  # noqa: BLE001 - any engine failure degrades; the caller gets a result
+                log.exception("%s scoring failed for %d request(s): serving backbone order", mode, len(works))
+                return self._fail(works, f"{mode} scoring failed: {type(e).__name__}: {e}")
+            finally:
+                timings["llm"] += time.perf_counter() - t
+            tokens, calls = _apportion(batch.forward_tokens, counts), _apportion(batch.calls, counts)
+        t = time.perf_counter()
+        start = 0
+        for w, plan, n, tok, cl in zip(works, plans, counts, tokens, calls):
+            try:
+                scores = _COLLECT[mode](plan, rows[start : start + n])
+            except Exception as e:  # noqa: BLE001 - unusable rows for one request degrade that request only
+                log.exception("%s scores unusable for user %s", mode, w.request.user.user_id)
+                w.failure = f"{mode} scores unusable: {type(e).__name__}: {e}"
+            else:
+                scores.forward_tokens, scores.llm_calls = tok, cl
+                w.scores[mode] = scores
+            start += n
+        timings["ensemble"] += time.perf_counter() - t
+
+    @staticmethod
+    def _fail(works: list[_Work], reason: str) -> None:
+        for w in works:
+            w.failure = reason
+
+    def _finish(self, w: _Work) -> RankResult:
+        r = w.request
+        if w.failure is not None:
+            return self.fallback(r, w.failure)
+        ids = [c.item_id for c in r.candidates]
+        backbone = {c.item_id: c.backbone_score for c in r.candidates}
+        hybrid, normalised = hybrid_scores(
+            ids, {m: s.scores for m, s in w.scores.items()}, backbone, r.weights or self.weights
+        )
+        return RankResult(
+            items=self._top_k(r, hybrid, normalised),
+            modes=tuple(m for m in r.modes if w.scores[m].scores),
+            llm_calls=sum(s.llm_calls for s in w.scores.values()),
+            forward_tokens=sum(s.forward_tokens for s in w.scores.values()),
+            label_mass={m: s.label_mass for m, s in w.scores.items() if s.scores},
+        )
+
+    @staticmethod
+    def _top_k(r: RankRequest, scores: dict[str, float], normalised: dict[str, dict[str, float]]) -> list[RankedItem]:
+        ids = [c.item_id for c in r.candidates]
+        by_id = {c.item_id: c for c in r.candidates}
+        backbone = {i: by_id[i].backbone_score for i in ids}
+        return [
+            RankedItem(
+                item_id=i,
+                title=by_id[i].title,
+                score=scores[i],
+                mode_scores={m: z[i] for m, z in normalised.items()},
+                backbone_score=backbone[i],
+            )
+            for i in order_by(scores, ids, backbone)[: r.k]
+        ]
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """Split an integer total in proportion to weights (largest remainder): parts sum to total."""
+    wsum = sum(weights)
+    if wsum == 0:
+        return [0] * len(weights)
+    exact = [total * w / wsum for w in weights]
+    parts = [int(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: parts[i] - exact[i])[: total - sum(parts)]:
+        parts[i] += 1
+    return parts

@@ -1,0 +1,86 @@
+import json
+import math
+
+import pytest
+
+from ranker.ensemble import WEIGHTS_FILE, EnsembleWeights, hybrid_scores, load_weights, order_by, zscore
+
+IDS = ["a", "b", "c"]
+R32 = math.sqrt(1.5)  # z-score of 1, 2, 3 is -sqrt(3/2), 0, +sqrt(3/2) (population std)
+
+
+def test_zscore_known_values():
+    assert zscore({"a": 1.0, "b": 2.0, "c": 3.0}, IDS) == pytest.approx({"a": -R32, "b": 0.0, "c": R32})
+
+
+def test_zscore_constant_missing_and_empty_are_neutral():
+    assert zscore({"a": 2.0, "b": 2.0, "c": 2.0}, IDS) == {"a": 0.0, "b": 0.0, "c": 0.0}
+    assert zscore({"a": 1.0, "b": 3.0}, IDS) == pytest.approx({"a": -1.0, "b": 1.0, "c": 0.0})
+    assert zscore({}, IDS) == {"a": 0.0, "b": 0.0, "c": 0.0}
+
+
+def test_hybrid_hand_computed():
+    w = EnsembleWeights(pointwise=0.5, pairwise=0.25, listwise=2.0, backbone=0.1)
+    modes = {
+        "pointwise": {"a": 1.0, "b": 2.0, "c": 3.0},  # z: -R32, 0, R32
+        "pairwise": {"a": 0.9, "b": 0.1, "c": 0.5},  # z: R32, -R32, 0
+    }
+    backbone = {"a": 10.0, "b": 0.0, "c": None}  # z over scored: +1, -1; c neutral 0
+    hybrid, normalised = hybrid_scores(IDS, modes, backbone, w)
+    assert set(normalised) == {"pointwise", "pairwise"}  # listwise did not run: its weight is unused
+    assert hybrid["a"] == pytest.approx(0.5 * -R32 + 0.25 * R32 + 0.1 * 1)
+    assert hybrid["b"] == pytest.approx(0.5 * 0 + 0.25 * -R32 + 0.1 * -1)
+    assert hybrid["c"] == pytest.approx(0.5 * R32 + 0.25 * 0 + 0.1 * 0)
+    assert order_by(hybrid, IDS, backbone) == ["c", "a", "b"]
+
+
+def test_hybrid_without_modes_is_backbone_prior():
+    hybrid, normalised = hybrid_scores(IDS, {"pointwise": {}}, {"a": 1.0, "b": 3.0, "c": None}, EnsembleWeights())
+    assert normalised == {}
+    assert hybrid == pytest.approx({"a": -0.3, "b": 0.3, "c": 0.0})
+
+
+def test_hybrid_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="unknown mode"):
+        hybrid_scores(IDS, {"zeroshot": {"a": 1.0}}, {}, EnsembleWeights())
+
+
+def test_order_ties_go_to_backbone_then_input_order():
+    scores = {"a": 1.0, "b": 1.0, "c": 1.0}
+    assert order_by(scores, IDS, {"a": None, "b": 0.2, "c": 0.5}) == ["c", "b", "a"]
+    assert order_by(scores, IDS, {}) == ["a", "b", "c"]
+
+
+def test_weights_validation():
+    assert EnsembleWeights().pointwise == pytest.approx(1 / 3)
+    for bad in (-0.1, float("nan"), float("inf"), "1", True):
+        with pytest.raises(ValueError, match="pairwise"):
+            EnsembleWeights(pairwise=bad)
+
+
+def test_load_weights_defaults_without_dir_or_file(tmp_path):
+    assert load_weights(None) == EnsembleWeights()
+    assert load_weights(tmp_path) == EnsembleWeights()
+
+
+def test_load_weights_reads_file_and_keeps_defaults_for_missing_keys(tmp_path):
+    (tmp_path / WEIGHTS_FILE).write_text(json.dumps({"pointwise": 0.2, "pairwise": 0.5, "listwise": 0.3}))
+    assert load_weights(tmp_path) == EnsembleWeights(0.2, 0.5, 0.3, EnsembleWeights().backbone)
+    (tmp_path / WEIGHTS_FILE).write_text(json.dumps({"pointwise": 1, "pairwise": 0, "listwise": 0, "backbone": 2}))
+    assert load_weights(tmp_path) == EnsembleWeights(1.0, 0.0, 0.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not readable JSON"),
+        ("[0.3, 0.3]", "expected a JSON object"),
+        ('{"pointwize": 0.5}', "unknown key"),
+        ('{"backbone": -1}', "backbone"),
+    ],
+)
+def test_load_weights_bad_file_names_the_problem(tmp_path, content, message):
+    (tmp_path / WEIGHTS_FILE).write_text(content)
+    with pytest.raises(ValueError, match=message) as err:
+        load_weights(tmp_path)
+    assert WEIGHTS_FILE in str(err.value)
