@@ -31,7 +31,10 @@ def build_engine(settings: Settings, adapter: str | None = None):
     if settings.engine == "hf":
         model_path = prepare_model(settings.base_model, settings.models_dir)
         return create_engine("hf", model_path=model_path, adapter_path=adapter, device=settings.device)
-    return create_engine("vllm", base_url=settings.vllm_url, model=settings.vllm_model or settings.base_model)
+    # vLLM scores token ids made by our own tokenizer, so training, HF and vLLM agree exactly
+    tokenizer_path = prepare_model(settings.base_model, settings.models_dir)
+    return create_engine("vllm", base_url=settings.vllm_url, model=settings.vllm_model or settings.base_model,
+                         tokenizer_path=tokenizer_path)
 
 
 def build_ranker(settings: Settings, adapter: str | None, **config_overrides):

@@ -1,0 +1,23 @@
+"""Run the service: ``recranker serve`` calls ``serve(settings)``; ``python -m service.cli``
+does the same from RECRANKER_* environment variables alone (the Docker entry point)."""
+
+from __future__ import annotations
+
+import logging
+
+from recranker.settings import Settings
+
+
+def serve(settings: Settings) -> None:
+    """Blocking: one uvicorn worker (one model per process; scale with replicas)."""
+    import uvicorn
+
+    from service.main import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1,
+                log_level="info", access_log=False, timeout_graceful_shutdown=10)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(Settings())

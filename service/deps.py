@@ -1,0 +1,88 @@
+"""Dependencies handed to routes as ``Annotated`` aliases; tests swap any of them with
+``app.dependency_overrides[get_x] = ...``.
+
+Everything heavy lives on ``app.state.live`` (an AppState built in the lifespan); the
+settings and metrics live on ``app.state`` from creation, so /healthz and /metrics answer
+even before the resources are loaded.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from recranker.settings import Settings
+from service.batching import MicroBatcher
+from service.catalog import Catalog
+from service.errors import ServiceError
+from service.metrics import ServiceMetrics
+from service.pipeline import RankingService
+from service.resources import Resources
+from service.store import UserStore
+
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass
+class AppState:
+    resources: Resources
+    store: UserStore
+    catalog: Catalog
+    batcher: MicroBatcher
+    ranking: RankingService
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+def get_app_state(request: Request) -> AppState:
+    live = getattr(request.app.state, "live", None)
+    if live is None:
+        raise ServiceError(503, "service is starting: model and index are not loaded yet", {"Retry-After": "5"})
+    return live
+
+
+def get_ranking(state: Annotated[AppState, Depends(get_app_state)]) -> RankingService:
+    return state.ranking
+
+
+def get_catalog(state: Annotated[AppState, Depends(get_app_state)]) -> Catalog:
+    return state.catalog
+
+
+def get_store(state: Annotated[AppState, Depends(get_app_state)]) -> UserStore:
+    return state.store
+
+
+_api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                               description="Required on /v1/* when RECRANKER_API_KEY is set.")
+
+
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    key: Annotated[str | None, Security(_api_key_header)],
+) -> None:
+    if not settings.api_key:  # unset or empty (compose passes "" when no key is configured)
+        return
+    if key is None:
+        raise ServiceError(401, f"missing {API_KEY_HEADER} header", {"WWW-Authenticate": API_KEY_HEADER})
+    # constant-time comparison: response timing must not reveal how much of the key matched
+    if not hmac.compare_digest(key.encode(), settings.api_key.encode()):
+        raise ServiceError(401, f"invalid {API_KEY_HEADER}", {"WWW-Authenticate": API_KEY_HEADER})
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+AppStateDep = Annotated[AppState, Depends(get_app_state)]
+RankingDep = Annotated[RankingService, Depends(get_ranking)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+StoreDep = Annotated[UserStore, Depends(get_store)]

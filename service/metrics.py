@@ -1,0 +1,61 @@
+"""Prometheus metrics of one app instance.
+
+Each app owns its CollectorRegistry (no module-level collectors), so tests can build many
+apps in one process. Names carry the ``recranker_`` prefix and base units (seconds);
+labels are low-cardinality only (endpoint template, stage, mode, outcome), never a user or
+item id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# From a cache hit (~1 ms) to a slow CPU LLM batch (tens of seconds).
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+MASS_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+STAGES = ("cache", "retrieve", "queue", "prompt", "llm", "ensemble")
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics", "STAGES"]
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.request_latency = Histogram(
+            "recranker_request_duration_seconds", "HTTP request latency by endpoint template.",
+            ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_latency = Histogram(
+            "recranker_stage_duration_seconds", "Time spent per ranking stage, per ranking request.",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.llm_calls = Counter("recranker_llm_calls", "LLM forward passes (or server requests).", registry=r)
+        self.llm_tokens = Counter("recranker_llm_tokens", "Tokens run through the LLM.", registry=r)
+        self.label_mass = Histogram(
+            "recranker_label_mass", "Probability mass the answer labels received, per mode and request "
+            "(low = prompt and model disagree).", ["mode"], buckets=MASS_BUCKETS, registry=r)
+        self.cache = Counter("recranker_cache_requests", "Response cache lookups by result.", ["result"], registry=r)
+        self.store_errors = Counter("recranker_store_errors", "Failed user-store calls.", ["op"], registry=r)
+        self.degraded = Counter(
+            "recranker_degraded_responses", "Rank results served in backbone order instead of the LLM's.",
+            ["reason"], registry=r)
+        self.rejected = Counter("recranker_rejected_requests", "Requests refused for load.", ["reason"], registry=r)
+        self.ranked = Counter("recranker_ranked_requests", "Rank requests answered, by source.", ["source"], registry=r)
+        self.queue_depth = Gauge("recranker_queue_depth", "Rank requests waiting for the engine.", registry=r)
+        self.inflight = Gauge("recranker_engine_inflight_requests", "Rank requests inside the engine now.", registry=r)
+        self.batch_size = Histogram(
+            "recranker_batch_size", "Rank requests per engine batch.", buckets=BATCH_BUCKETS, registry=r)
+        for result in ("hit", "miss", "error"):  # expose zeros so ratios exist from the start
+            self.cache.labels(result)
+
+    def observe_stages(self, timings: dict[str, float]) -> None:
+        for stage, seconds in timings.items():
+            if stage in STAGES:
+                self.stage_latency.labels(stage).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,211 @@
+"""One ranking request through the service: user state -> cache -> candidates -> engine
+(micro-batched, with a deadline) -> response, with metrics at every stage.
+
+Nothing here fails because of the user store or the cache: a store error becomes a
+warning on the response and a metric; an engine failure or a missed deadline becomes a
+degraded result in backbone order. Only the client's own mistakes (unknown user/item,
+limits) and a full queue are errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ranker.ranker import Ranker, RankRequest
+from ranker.types import Mode, RankResult
+from service.batching import BatchOutcome, MicroBatcher
+from service.cache import ResponseCache, cache_key
+from service.catalog import Catalog, HistoryRef, ItemRef, Prepared
+from service.metrics import ServiceMetrics
+from service.store import EMPTY_VERSION, StoreError, UserState, UserStore
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the cached response shape changes
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What answers, as reported in responses and part of every cache key."""
+
+    model: str
+    adapter: str | None
+    adapter_revision: str | None
+    backbone: str
+    data_fingerprint: str
+
+
+@dataclass(frozen=True)
+class RankJob:
+    user_id: str
+    history: list[HistoryRef] | None
+    candidates: list[ItemRef] | None
+    k: int
+    num_candidates: int
+    modes: tuple[Mode, ...]
+    weights: dict[str, float] | None  # only the fields the client set
+    use_hints: bool | None
+    where: str = ""  # prefix for error messages ("requests[3].")
+    candidates_field: str = "candidates"
+
+
+@dataclass
+class _Pending:
+    job: RankJob
+    started: float
+    state: UserState
+    warnings: list[str]
+    key: str | None = None
+    prepared: Prepared | None = None
+    request: RankRequest | None = None
+    cache_s: float = 0.0
+    response: dict[str, Any] | None = None
+
+
+class RankingService:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        store: UserStore,
+        cache: ResponseCache,
+        batcher: MicroBatcher[RankRequest, RankResult],
+        ranker: Ranker,
+        served: ServedModel,
+        metrics: ServiceMetrics,
+        request_timeout_s: float,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.cache = cache
+        self.batcher = batcher
+        self.ranker = ranker
+        self.served = served
+        self.metrics = metrics
+        self.request_timeout_s = request_timeout_s
+        # the ranker's own settings shape its answers too: processes configured differently
+        # must not share cache entries through one Redis
+        self._ranker_fingerprint = cache_key({"config": dataclasses.asdict(ranker.config),
+                                              "weights": dataclasses.asdict(ranker.weights)})
+
+    async def rank(self, job: RankJob) -> dict[str, Any]:
+        return (await self.rank_many([job]))[0]
+
+    async def rank_many(self, jobs: Sequence[RankJob]) -> list[dict[str, Any]]:
+        """Responses (RankOut-shaped dicts) in job order; the misses share one engine job."""
+        started = time.perf_counter()
+        states = await asyncio.gather(*(self._user_state(j.user_id) for j in jobs))
+        pending = [_Pending(j, started, st, warn) for j, (st, warn) in zip(jobs, states, strict=True)]
+        await asyncio.gather(*(self._lookup(p) for p in pending))
+        misses = [p for p in pending if p.response is None]
+        for p in misses:  # client errors (unknown user/item) surface here, before any engine work
+            self._prepare(p)
+        to_rank = [p for p in misses if p.request is not None]
+        if to_rank:
+            results, queue_s, why = await self._run([p.request for p in to_rank])
+            for p, res in zip(to_rank, results, strict=True):
+                p.response = self._respond(p, res, queue_s, why)
+        for p in misses:
+            if p.response is None:  # nothing to rank (the user has seen the whole catalog)
+                p.response = self._respond(p, RankResult(items=[], modes=()), 0.0, None)
+        await asyncio.gather(*(self._store_in_cache(p) for p in misses))
+        return [p.response for p in pending]
+
+    # ---- stages -------------------------------------------------------------------------
+
+    async def _user_state(self, user_id: str) -> tuple[UserState, list[str]]:
+        try:
+            return await self.store.get_state(user_id), []
+        except StoreError as e:
+            self.metrics.store_errors.labels("get").inc()
+            return UserState((), EMPTY_VERSION), [f"user store unavailable, ranked without posted events: {e}"]
+
+    def _key(self, p: _Pending) -> str:
+        j, s = p.job, self.served
+        return cache_key({
+            "v": CACHE_FORMAT, "ranker": self._ranker_fingerprint, "model": s.model, "adapter": s.adapter, "revision": s.adapter_revision,
+            "backbone": s.backbone, "data": s.data_fingerprint, "user": j.user_id, "state": p.state.version,
+            "history": [dataclasses.astuple(h) for h in j.history] if j.history is not None else None,
+            "candidates": [dataclasses.astuple(c) for c in j.candidates] if j.candidates is not None else None,
+            "n": j.num_candidates if j.candidates is None else None, "k": j.k, "modes": list(j.modes),
+            "weights": j.weights, "hints": j.use_hints,
+        })
+
+    async def _lookup(self, p: _Pending) -> None:
+        if not self.cache.enabled or p.warnings:  # a store that failed a read is not trusted for the cache
+            return
+        t = time.perf_counter()
+        p.key = self._key(p)
+        hit = await self.cache.get(p.key)
+        p.cache_s = time.perf_counter() - t
+        if hit is not None and hit.get("user_id") == p.job.user_id:
+            self.metrics.ranked.labels("cache").inc()
+            self.metrics.observe_stages({"cache": p.cache_s})
+            total = time.perf_counter() - p.started
+            p.response = {**hit, "cached": True, "llm_calls": 0, "llm_tokens": 0, "warnings": [],
+                          "timings": {"cache": p.cache_s, "total": total}}
+
+    def _prepare(self, p: _Pending) -> None:
+        j = p.job
+        p.prepared = self.catalog.prepare(j.user_id, p.state.events, j.history, j.candidates, j.num_candidates,
+                                          where=j.where, candidates_field=j.candidates_field)
+        if p.prepared.candidates:
+            weights = dataclasses.replace(self.ranker.weights, **j.weights) if j.weights else None
+            p.request = RankRequest(p.prepared.profile, p.prepared.candidates, j.modes, j.k, weights, j.use_hints)
+
+    async def _run(self, requests: list[RankRequest]) -> tuple[list[RankResult], float, str | None]:
+        """(results, queue seconds, degraded kind): engine results, or backbone-order fallbacks
+        past the deadline. The ranker turns engine failures into degraded results itself."""
+        future = self.batcher.submit(requests)  # QueueFull propagates: 503
+        try:
+            outcome: BatchOutcome = await asyncio.wait_for(asyncio.shield(future), self.request_timeout_s)
+            return outcome.results, outcome.queue_s, None
+        except asyncio.TimeoutError:
+            future.cancel()  # dropped unrun if still queued; if running, its result is discarded
+            reason = f"timeout: no LLM ranking within {self.request_timeout_s:g}s"
+            return [self.ranker.fallback(r, reason) for r in requests], self.request_timeout_s, "timeout"
+        except Exception as e:  # noqa: BLE001 - logged; the client still gets the backbone's order
+            log.exception("ranking batch failed")
+            reason = f"ranker error: {type(e).__name__}: {e}"
+            return [self.ranker.fallback(r, reason) for r in requests], 0.0, "error"
+
+    def _respond(self, p: _Pending, res: RankResult, queue_s: float, why: str | None) -> dict[str, Any]:
+        timings = {"cache": p.cache_s, "retrieve": p.prepared.retrieve_s if p.prepared else 0.0,
+                   "queue": queue_s, **{k: v for k, v in res.timings.items() if k in ("prompt", "llm", "ensemble")}}
+        timings["total"] = time.perf_counter() - p.started
+        self._observe(res, timings, why)
+        s = self.served
+        return {
+            "user_id": p.job.user_id,
+            "items": [dataclasses.asdict(it) for it in res.items],
+            "model": s.model, "adapter": s.adapter, "adapter_revision": s.adapter_revision, "backbone": s.backbone,
+            "degraded": res.degraded, "degraded_reason": res.degraded_reason, "cached": False,
+            "timings": timings, "llm_calls": res.llm_calls, "llm_tokens": res.forward_tokens,
+            "label_mass": dict(res.label_mass), "warnings": p.warnings,
+        }
+
+    def _observe(self, res: RankResult, timings: dict[str, float], why: str | None) -> None:
+        m = self.metrics
+        m.observe_stages({k: v for k, v in timings.items() if k != "cache" or v > 0})
+        m.llm_calls.inc(res.llm_calls)
+        m.llm_tokens.inc(res.forward_tokens)
+        for mode, mass in res.label_mass.items():
+            m.label_mass.labels(mode).observe(mass)
+        if res.degraded:
+            m.degraded.labels(why or "engine").inc()
+            m.ranked.labels("degraded").inc()
+        else:
+            m.ranked.labels("llm").inc()
+
+    async def _store_in_cache(self, p: _Pending) -> None:
+        resp = p.response
+        if p.key is None or resp is None or resp["degraded"] or not resp["items"]:
+            return  # a degraded answer must not outlive the outage that caused it
+        stored = {k: v for k, v in resp.items() if k not in ("cached", "timings", "warnings")}
+        await self.cache.put(p.key, stored)
