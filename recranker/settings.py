@@ -38,9 +38,10 @@ class Settings(BaseSettings):
     num_candidates: int = Field(10, ge=1, le=200)
     top_k: int = Field(5, ge=1, le=200)
     use_hints: bool = True
-    pairwise_budget: int = Field(10, ge=0, description="Pairwise comparisons per request (each asked in both orders).")
+    pairwise_budget: int = Field(5, ge=0, description="Pairwise comparisons per request (each asked in both orders).")
     listwise_shuffles: int = Field(3, ge=1)
-    history_token_budget: int = Field(400, ge=32)
+    # 200 tokens (~15-25 titles) keeps a 10-candidate request affordable on a CPU; raise it on a GPU
+    history_token_budget: int = Field(200, ge=32)
 
     # service
     host: str = "127.0.0.1"

@@ -1,4 +1,10 @@
-"""Shared fixtures: where the read-only MovieLens copy lives (../shared beside the repo)."""
+"""Shared fixtures: the read-only MovieLens copy (../shared beside the repo) and the real
+bundled LLM, provisioned and loaded once per session.
+
+The converted checkpoint (~517 MB, ~30 s to convert) is kept in pytest's cache folder
+(.pytest_cache/, gitignored) so later runs load it in ~2 s; set RECRANKER_TEST_MODEL_CACHE
+to keep it elsewhere (e.g. a CI cache).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
+
+from ranker.engines.hf import HFEngine
+from ranker.model import BUNDLED_MODEL, prepare_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,3 +34,21 @@ def shared_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def ml100k_dir(shared_data_dir) -> Path:
     return shared_data_dir / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = os.environ.get("RECRANKER_TEST_MODEL_CACHE")
+    if env:
+        cache = Path(env)
+    elif request.config.cache is not None:
+        cache = Path(request.config.cache.mkdir("recranker-models"))
+    else:
+        cache = tmp_path_factory.mktemp("recranker-models")
+    return prepare_model(BUNDLED_MODEL, cache)
+
+
+@pytest.fixture(scope="session")
+def hf_engine(model_dir: Path) -> HFEngine:
+    """ONE engine for the whole session: don't mutate it (use monkeypatch for attributes)."""
+    return HFEngine(model_dir, device="cpu")

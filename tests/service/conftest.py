@@ -25,7 +25,6 @@ from candidate_gen.retrieve import CandidateGenerator
 from candidate_gen.split import leave_one_out
 from ranker.engines.hf import HFEngine
 from ranker.ensemble import EnsembleWeights
-from ranker.model import BUNDLED_MODEL, prepare_model
 from ranker.ranker import Ranker
 from recranker.settings import Settings
 from recranker.stack import ranker_config
@@ -35,19 +34,6 @@ from service.resources import Resources
 
 REDIS_URL = os.environ.get("RECRANKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-
-
-@pytest.fixture(scope="session")
-def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # same cache folder as tests/ranker, so the ~30 s conversion happens once per machine
-    env = os.environ.get("RECRANKER_TEST_MODEL_CACHE")
-    if env:
-        cache = Path(env)
-    elif request.config.cache is not None:
-        cache = Path(request.config.cache.mkdir("recranker-models"))
-    else:
-        cache = tmp_path_factory.mktemp("recranker-models")
-    return prepare_model(BUNDLED_MODEL, cache)
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -89,13 +75,13 @@ def base_settings(tmp: Path, data_dir: Path, **overrides) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def resources(model_dir: Path, ml100k_dir: Path, shared_data_dir: Path, tmp_path_factory) -> Resources:
+def resources(hf_engine: HFEngine, ml100k_dir: Path, shared_data_dir: Path, tmp_path_factory) -> Resources:
     dataset = load_movielens_100k(ml100k_dir)
     split = leave_one_out(dataset)
     _, items = split.train_interactions()
     backbone = PopBackbone.fit(items, dataset.n_items)
     generator = CandidateGenerator.from_backbone(backbone, "exact")
-    engine = HFEngine(model_dir, device="cpu")
+    engine = hf_engine  # the session's one loaded model
     settings = base_settings(tmp_path_factory.mktemp("home"), shared_data_dir)
     ranker = Ranker(engine, ranker_config(settings), EnsembleWeights())
     served = ServedModel(engine.model_name, None, None, "pop", dataset.fingerprint)
