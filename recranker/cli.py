@@ -154,6 +154,43 @@ def cmd_weights(args, settings: Settings) -> None:
     print(f"chose {best.to_dict()} on {len(outcomes)} validation users; wrote {path}")
 
 
+def cmd_instructions_build(args, settings: Settings) -> None:
+    from candidate_gen.artifacts import ensure_backbone
+    from ranker.engines.hf import HFEngine  # the serving tokenizer cuts histories exactly as serving does
+    from ranker.model import prepare_model
+    from training.instructions import InstructionConfig, build_instructions, dataset_manifest, write_dataset
+    from training.sampling import SamplingConfig, sample_users, save_sampled
+
+    split = _load_split(settings, args.dataset, args.dataset_path)
+    loaded = ensure_backbone(settings.home, split, args.backbone, seed=args.seed)
+    sampled = sample_users(split, SamplingConfig(method=args.sampling, budget=args.budget), seed=args.seed,
+                           backbone=loaded.backbone, backbone_user_ids=loaded.user_ids)
+    out = Path(args.out or settings.home / "instructions" / f"{split.dataset.name}-{args.backbone}-{args.sampling}-{args.budget}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_sampled(sampled, split, out / "sampled_users.json")
+    engine = HFEngine(prepare_model(settings.base_model, settings.models_dir), device="cpu")
+    from ranker.ranker import RankerConfig
+
+    config = InstructionConfig(hints=not args.no_hints, prompt=RankerConfig(
+        history_token_budget=settings.history_token_budget).prompt_config)
+    rows = build_instructions(split, loaded, sampled, config, seed=args.seed, count_tokens=engine.count_tokens)
+    manifest = dataset_manifest(rows, split, loaded, sampled, config, args.seed)
+    write_dataset(rows, manifest, out)
+    print(f"wrote {len(rows)} examples {manifest['counts']} from {sampled.n_unique} users to {out}")
+
+
+def cmd_tune(args, settings: Settings) -> None:
+    from training.tune import TuneConfig, tune
+
+    cfg = TuneConfig(dataset_dir=Path(args.data), output_dir=Path(args.out), model_cache_dir=settings.models_dir,
+                     base_model=settings.base_model, max_steps=args.max_steps, max_minutes=args.max_minutes,
+                     epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                     learning_rate=args.lr, lora_r=args.lora_r, seed=args.seed, resume=args.resume,
+                     num_threads=args.threads, limit_examples=args.limit_examples, device=settings.device)
+    path = tune(cfg)
+    print(f"adapter written to {path}")
+
+
 def cmd_serve(args, settings: Settings) -> None:
     from service.cli import serve
 
@@ -191,6 +228,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp = model.add_parser("prepare", help="put the base model into the cache as a plain HF checkpoint")
     sp.add_argument("--model", help="bundled name, HF id or local path (default: RECRANKER_BASE_MODEL)")
     sp.set_defaults(func=cmd_model_prepare)
+
+    ins = sub.add_parser("instructions", help="instruction data").add_subparsers(dest="action", required=True)
+    sp = ins.add_parser("build", help="sample users, build the three-task instruction dataset (JSONL + manifest)")
+    data_args(sp)
+    sp.add_argument("--backbone", choices=BACKBONES, default="lightgcn", help="hints and hard negatives (train split only)")
+    sp.add_argument("--sampling", choices=("adaptive", "uniform", "importance", "clustering"), default="adaptive")
+    sp.add_argument("--budget", type=int, default=1000, help="user draws N (each yields up to one example per task)")
+    sp.add_argument("--no-hints", action="store_true", help="build prompts without backbone hints")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", help="output folder (default: <home>/instructions/<name>)")
+    sp.set_defaults(func=cmd_instructions_build)
+
+    sp = sub.add_parser("tune", help="LoRA instruction tuning -> a PEFT adapter folder")
+    sp.add_argument("--data", required=True, help="instruction dataset folder (examples.jsonl + manifest.json)")
+    sp.add_argument("--out", required=True, help="adapter output folder")
+    sp.add_argument("--max-steps", type=int, help="optimizer steps (default: one epoch)")
+    sp.add_argument("--max-minutes", type=float, help="stop and save after this much wall time")
+    sp.add_argument("--epochs", type=float, default=1.0)
+    sp.add_argument("--batch-size", type=int, default=2)
+    sp.add_argument("--grad-accum", type=int, default=4)
+    sp.add_argument("--lr", type=float, default=2e-4)
+    sp.add_argument("--lora-r", type=int, default=8)
+    sp.add_argument("--threads", type=int, help="torch CPU threads")
+    sp.add_argument("--limit-examples", type=int, help="train on the first N examples (smoke runs)")
+    sp.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_tune)
 
     def eval_args(sp):
         data_args(sp)
