@@ -32,7 +32,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
-class HFEngine(Engine):
+class HFEngine(tokens.LocalTokenizerMixin, Engine):
     """transformers causal LM (+ optional PEFT adapter) scoring next-token log-probabilities.
 
     device: "auto" (CUDA when present, else CPU), "cpu" or "cuda".
@@ -62,7 +62,8 @@ class HFEngine(Engine):
         self.reuse_prefix = reuse_prefix
         self.model_path = model_path
         self.model_name = Path(model_path).name if Path(model_path).is_dir() else str(model_path)
-        self.tokenizer, model = _load(model_path, self.device, self.dtype)
+        tokenizer, model = _load(model_path, self.device, self.dtype)
+        self._init_text(tokenizer)
         self.adapter_name: str | None = None
         self.adapter_revision: str | None = None
         if adapter_path is not None:
@@ -74,34 +75,6 @@ class HFEngine(Engine):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
         self._pad_id = _pad_id(self.tokenizer)
         self._lock = threading.Lock()  # one forward at a time: service workers share the engine
-        # a Rust tokenizer shared by threads can fail with "Already borrowed"; its own lock
-        # so prompt building (count_tokens) need not wait for a forward pass
-        self._tok_lock = threading.Lock()
-        self._label_cache: dict[tuple[str, ...], list[int]] = {}
-
-    # ---- text ---------------------------------------------------------------------------
-
-    def chat_template(self, system: str, user: str) -> str:
-        return tokens.render_chat(self.tokenizer, system, user)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._ids(text))
-
-    def encode(self, prompt: ScoringPrompt) -> tuple[list[int], list[int]]:
-        """Token ids of (prefix, suffix), tokenized separately: training uses this too, so
-        the model learns on exactly the ids it is scored on."""
-        return self._ids(prompt.prefix), self._ids(prompt.suffix)
-
-    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
-        key = tuple(labels)
-        if key not in self._label_cache:
-            with self._tok_lock:
-                self._label_cache[key] = tokens.label_ids(self.tokenizer, key, self.model_name)
-        return list(self._label_cache[key])
-
-    def _ids(self, text: str) -> list[int]:
-        with self._tok_lock:
-            return tokens.encode_text(self.tokenizer, text)
 
     # ---- scoring ------------------------------------------------------------------------
 

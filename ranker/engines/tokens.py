@@ -6,9 +6,10 @@ identically (and the remote one needs no model weights, only the tokenizer files
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
-from ranker.engines.base import LabelError
+from ranker.engines.base import LabelError, ScoringPrompt
 
 
 def render_chat(tokenizer, system: str, user: str) -> str:
@@ -42,3 +43,40 @@ def label_ids(tokenizer, labels: Sequence[str], model_name: str) -> list[int]:
                              f"answer token (encodes as {shown})")
         out.append(extra[0])
     return out
+
+
+class LocalTokenizerMixin:
+    """The text side of an engine that tokenizes locally (in-process HF, remote vLLM): both
+    must render, count and encode exactly as training did. Call ``_init_text`` once."""
+
+    tokenizer: object
+    model_name: str
+
+    def _init_text(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        # a Rust tokenizer shared by service threads can fail with "Already borrowed"; its own
+        # lock, so prompt building (count_tokens) need not wait for a forward pass
+        self._tok_lock = threading.Lock()
+        self._label_cache: dict[tuple[str, ...], list[int]] = {}
+
+    def chat_template(self, system: str, user: str) -> str:
+        return render_chat(self.tokenizer, system, user)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._ids(text))
+
+    def encode(self, prompt: ScoringPrompt) -> tuple[list[int], list[int]]:
+        """Token ids of (prefix, suffix), tokenized separately: training uses this too, so
+        the model learns on exactly the ids it is scored on."""
+        return self._ids(prompt.prefix), self._ids(prompt.suffix)
+
+    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
+        key = tuple(labels)
+        if key not in self._label_cache:
+            with self._tok_lock:
+                self._label_cache[key] = label_ids(self.tokenizer, key, self.model_name)
+        return list(self._label_cache[key])
+
+    def _ids(self, text: str) -> list[int]:
+        with self._tok_lock:
+            return encode_text(self.tokenizer, text)

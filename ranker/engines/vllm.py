@@ -18,7 +18,6 @@ reads. vLLM's automatic prefix cache shares the prefix across prompts and reques
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +34,7 @@ TOP_K = 20  # vLLM's default --max-logprobs; larger values are rejected with HTT
 MAX_LABEL_IDS = 128  # vLLM's limit on logprob_token_ids
 
 
-class VLLMEngine(Engine):
+class VLLMEngine(tokens.LocalTokenizerMixin, Engine):
     """Scores through a running ``vllm serve`` (base model or a ``--lora-modules`` name).
 
     base_url: server root, e.g. http://127.0.0.1:8000 (``/v1/completions`` is appended).
@@ -53,30 +52,12 @@ class VLLMEngine(Engine):
         self.url = base_url.rstrip("/") + "/v1/completions"
         self.max_prompts_per_request = max_prompts_per_request
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
         except Exception as e:  # noqa: BLE001 - OSError/ValueError for a missing or bad folder
             raise EngineError(f"cannot load tokenizer {tokenizer_path} for vLLM model {model}: {e}") from e
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(timeout=timeout, headers=headers)  # thread-safe, pooled
-        self._label_cache: dict[tuple[str, ...], list[int]] = {}
-        # a Rust tokenizer shared by service threads can fail with "Already borrowed"
-        self._tok_lock = threading.Lock()
-
-    def chat_template(self, system: str, user: str) -> str:
-        return tokens.render_chat(self.tokenizer, system, user)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._ids(text))
-
-    def encode(self, prompt: ScoringPrompt) -> tuple[list[int], list[int]]:
-        return self._ids(prompt.prefix), self._ids(prompt.suffix)
-
-    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
-        key = tuple(labels)
-        if key not in self._label_cache:
-            with self._tok_lock:
-                self._label_cache[key] = tokens.label_ids(self.tokenizer, key, self.model_name)
-        return list(self._label_cache[key])
+        self._init_text(tokenizer)
 
     def score(self, prompts: Sequence[ScoringPrompt], labels: Sequence[str]) -> ScoreBatch:
         wanted = self.label_token_ids(labels)
