@@ -191,6 +191,13 @@ def cmd_tune(args, settings: Settings) -> None:
     print(f"adapter written to {path}")
 
 
+def cmd_model_card(args, settings: Settings) -> None:
+    from training.card import write_card
+
+    path = write_card(Path(args.adapter), Path(args.eval) if args.eval else None, args.command_line)
+    print(f"wrote {path}")
+
+
 def cmd_serve(args, settings: Settings) -> None:
     from service.cli import serve
 
@@ -228,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = model.add_parser("prepare", help="put the base model into the cache as a plain HF checkpoint")
     sp.add_argument("--model", help="bundled name, HF id or local path (default: RECRANKER_BASE_MODEL)")
     sp.set_defaults(func=cmd_model_prepare)
+    sp = model.add_parser("card", help="write an adapter's model card (README.md + loss.png)")
+    sp.add_argument("--adapter", required=True)
+    sp.add_argument("--eval", help="JSON written by `recranker evaluate`")
+    sp.add_argument("--command-line", required=True, help="the command that trained it, quoted in the card")
+    sp.set_defaults(func=cmd_model_card)
 
     ins = sub.add_parser("instructions", help="instruction data").add_subparsers(dest="action", required=True)
     sp = ins.add_parser("build", help="sample users, build the three-task instruction dataset (JSONL + manifest)")

