@@ -1,0 +1,26 @@
+"""The model card is built from the files a tune run writes."""
+
+from __future__ import annotations
+
+import json
+
+from training.card import write_card
+
+
+def test_card_from_a_tune_folder(tmp_path):
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 2.0 / s}) + "\n" for s in range(1, 13)))
+    manifest = {"dataset": "ml-100k", "data_fingerprint": "f" * 64, "sampling": {"method": "adaptive", "n_draws": 40,
+                "n_unique": 30}, "seed": 0, "n_examples": 120, "counts": {"pointwise": 40}, "hints": True,
+                "backbone": {"name": "lightgcn"}}
+    (tmp_path / "train_config.json").write_text(json.dumps({
+        "base_model": {"name": "smollm2-135m-instruct", "source_sha256": "abc"}, "code_revision": "deadbeef",
+        "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+        "config": {"batch_size": 2, "grad_accum": 4}, "dataset": {"manifest": manifest}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "steps": 12, "planned_steps": 20, "stopped": "max_minutes", "train_seconds": 600, "mean_tokens": 380,
+        "loss_first": 2.0, "loss_last": 2.0 / 12, "loss_curve": [2.0 / s for s in range(1, 13)]}))
+    card = write_card(tmp_path, None, "recranker tune --data d --out o").read_text()
+    assert "recranker tune --data d --out o" in card
+    assert "12 optimizer steps of 20 planned (stopped by max_minutes), 96 examples seen" in card
+    assert "--max-lora-rank 8" in card and "q_proj, v_proj" in card
+    assert (tmp_path / "loss.png").stat().st_size > 1000
