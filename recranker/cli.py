@@ -155,9 +155,12 @@ def cmd_weights(args, settings: Settings) -> None:
 
 
 def cmd_instructions_build(args, settings: Settings) -> None:
+    from transformers import AutoTokenizer
+
     from candidate_gen.artifacts import ensure_backbone
-    from ranker.engines.hf import HFEngine  # the serving tokenizer cuts histories exactly as serving does
+    from ranker.engines.tokens import encode_text
     from ranker.model import prepare_model
+    from recranker.stack import ranker_config
     from training.instructions import InstructionConfig, build_instructions, dataset_manifest, write_dataset
     from training.sampling import SamplingConfig, sample_users, save_sampled
 
@@ -168,12 +171,11 @@ def cmd_instructions_build(args, settings: Settings) -> None:
     out = Path(args.out or settings.home / "instructions" / f"{split.dataset.name}-{args.backbone}-{args.sampling}-{args.budget}")
     out.mkdir(parents=True, exist_ok=True)
     save_sampled(sampled, split, out / "sampled_users.json")
-    engine = HFEngine(prepare_model(settings.base_model, settings.models_dir), device="cpu")
-    from ranker.ranker import RankerConfig
-
-    config = InstructionConfig(hints=not args.no_hints, prompt=RankerConfig(
-        history_token_budget=settings.history_token_budget).prompt_config)
-    rows = build_instructions(split, loaded, sampled, config, seed=args.seed, count_tokens=engine.count_tokens)
+    # the serving tokenizer and prompt settings cut histories exactly as serving does; no weights needed
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare_model(settings.base_model, settings.models_dir)))
+    config = InstructionConfig(hints=not args.no_hints, prompt=ranker_config(settings).prompt_config)
+    rows = build_instructions(split, loaded, sampled, config, seed=args.seed,
+                              count_tokens=lambda text: len(encode_text(tokenizer, text)))
     manifest = dataset_manifest(rows, split, loaded, sampled, config, args.seed)
     write_dataset(rows, manifest, out)
     print(f"wrote {len(rows)} examples {manifest['counts']} from {sampled.n_unique} users to {out}")
