@@ -48,20 +48,30 @@ REF_SYSTEM = "You are a movie recommender system."
 
 
 def build_request(ds: Dataset, user_id: str, n_candidates: int) -> tuple[RankRequest, str]:
-    split = leave_one_out(ds)
-    u = ds.user_index[user_id]
-    us = split.users[u]
-    test_item = us.held_out("test")
-    if test_item is None:
+    found = build_requests(ds, [user_id], n_candidates)
+    if not found:
         raise SystemExit(f"user {user_id} has no test like")
+    return found[0]
+
+
+def build_requests(ds: Dataset, user_ids: list[str], n_candidates: int) -> list[tuple[RankRequest, str]]:
+    """(request, test item id) for each user with a test like; users without one are skipped."""
+    split = leave_one_out(ds)
     _, train_items = split.train_interactions()
     popularity = Counter(train_items.tolist())
-    seen = us.seen("test") | {test_item}
-    popular = [i for i, _ in popularity.most_common() if i not in seen][: n_candidates - 1]
-    items = [test_item] + popular
-    cands = candidates_from_items(ds, items, [float(popularity.get(i, 0)) for i in items])
-    user = profile_from_events(ds, user_id, us.context("test"))
-    return RankRequest(user, cands, k=5), ds.item_ids[test_item]
+    by_popularity = [i for i, _ in popularity.most_common()]
+    out = []
+    for user_id in user_ids:
+        us = split.users[ds.user_index[user_id]]
+        test_item = us.held_out("test")
+        if test_item is None:
+            continue
+        seen = us.seen("test") | {test_item}
+        items = [test_item] + [i for i in by_popularity if i not in seen][: n_candidates - 1]
+        cands = candidates_from_items(ds, items, [float(popularity.get(i, 0)) for i in items])
+        user = profile_from_events(ds, user_id, us.context("test"))
+        out.append((RankRequest(user, cands, k=5), ds.item_ids[test_item]))
+    return out
 
 
 def summarize(res: RankResult, seconds: list[float]) -> dict:

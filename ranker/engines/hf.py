@@ -4,10 +4,16 @@ Prompts of a request share a long prefix (instructions + user history) and diffe
 short suffix (candidate + question). ``score`` runs each distinct prefix once, then runs
 its suffixes PACKED into one row on top of that KV cache: a block-causal mask lets each
 suffix token see the prefix and its own suffix only, position ids restart after the
-prefix for every suffix, and only each suffix's last-token logits are projected onto the
-vocabulary. Measured on CPU this beat a padded batch over a copied (expanded) cache by
-~1.5x: no B copies of the prefix K/V, no padding. ``reuse_prefix=False`` runs the full
-prompts as left-padded batches instead (the baseline and a cross-check).
+prefix for every suffix, and only each suffix's last-token hidden state is projected onto
+the vocabulary. Measured on CPU this beat a padded batch over a copied (expanded) cache by
+~1.5x: no copy of the prefix K/V per suffix, no padding inside a row.
+
+Distinct prefixes (several users, as in a service micro-batch) go through together: all
+prefixes as one right-padded batch, then all packed rows as one batch, each row over its
+own prefix's K/V. A batch of N users thus costs two forward passes per call, not 2N,
+which is what a GPU needs to serve N users for about the price of one.
+``reuse_prefix=False`` runs the full prompts as left-padded batches instead (the
+baseline and a cross-check).
 """
 
 from __future__ import annotations
@@ -73,6 +79,8 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         self._net = model.get_base_model() if adapter_path is not None else model
         params = inspect.signature(self._net.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
+        self._decoder = self._net.get_decoder()  # the transformer body: hidden states, no vocabulary
+        self._lm_head = self._net.get_output_embeddings()
         self._pad_id = _pad_id(self.tokenizer)
         self._lock = threading.Lock()  # one forward at a time: service workers share the engine
 
@@ -100,38 +108,110 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
                     seqs = [prefix_ids[p.prefix] + s for p, s in zip(prompts, suffix_ids)]
                     out[:], n_tokens, calls = self._score_full(seqs, ids_t)
                     return ScoreBatch(logprobs=out, forward_tokens=n_tokens, calls=calls)
-                n_tokens = calls = 0
-                for prefix, idxs in groups.items():
-                    suffixes = [suffix_ids[i] for i in idxs]
-                    if prefix_ids[prefix]:
-                        rows, n_tok, n_calls = self._score_shared(prefix_ids[prefix], suffixes, ids_t)
-                    else:  # nothing to share
-                        rows, n_tok, n_calls = self._score_full(suffixes, ids_t)
-                    out[idxs] = rows
+                shared = [(prefix, idxs) for prefix, idxs in groups.items() if prefix_ids[prefix]]
+                rows, n_tokens, calls = self._score_groups(
+                    [prefix_ids[prefix] for prefix, _ in shared],
+                    [[suffix_ids[i] for i in idxs] for _, idxs in shared], ids_t)
+                for (_, idxs), group_rows in zip(shared, rows):
+                    out[idxs] = group_rows
+                alone = [i for prefix, idxs in groups.items() if not prefix_ids[prefix] for i in idxs]
+                if alone:  # nothing to share
+                    out[alone], n_tok, n_calls = self._score_full([suffix_ids[i] for i in alone], ids_t)
                     n_tokens, calls = n_tokens + n_tok, calls + n_calls
             except Exception as e:  # torch/transformers failures (OOM, shape bugs) surface as EngineError
                 raise EngineError(f"{self.model_name} failed to score {len(prompts)} prompts: {e}") from e
         return ScoreBatch(logprobs=out, forward_tokens=n_tokens, calls=calls)
 
-    def _score_shared(self, prefix: list[int], suffixes: list[list[int]], label_ids: torch.Tensor):
+    def _score_groups(self, prefixes: list[list[int]], suffix_groups: list[list[list[int]]], label_ids: torch.Tensor):
+        """Each group's suffixes scored on its own cached prefix, many groups per forward pass.
+
+        Prefixes of several groups (several users, in a service micro-batch) run as one
+        right-padded batch; then rows, each one group's pack of suffixes, run as one batch on
+        top of their own group's K/V. Few large passes instead of two per group is what lets
+        a GPU serve several users for the price of one; on a CPU it costs about the same.
+        """
+        results = [np.zeros((len(s), len(label_ids)), dtype=np.float32) for s in suffix_groups]
+        calls = 0
+        for chunk in self._budget_chunks([len(prefixes[g]) for g in range(len(prefixes))], extra=0):
+            kv, lengths = self._prefill([prefixes[g] for g in chunk])
+            calls += 1
+            rows = [(slot, pack) for slot, g in enumerate(chunk)
+                    for pack in self._packs([len(s) for s in suffix_groups[chunk[slot]]])]
+            width = max(lengths)
+            row_lens = [sum(len(suffix_groups[chunk[slot]][i]) for i in pack) for slot, pack in rows]
+            for row_chunk in self._budget_chunks(row_lens, extra=width):
+                batch = [rows[r] for r in row_chunk]
+                packed = [[suffix_groups[chunk[slot]][i] for i in pack] for slot, pack in batch]
+                logprobs = self._score_rows(kv, [slot for slot, _ in batch], [lengths[slot] for slot, _ in batch],
+                                            width, packed, label_ids)
+                for (slot, pack), lp in zip(batch, logprobs):
+                    results[chunk[slot]][pack] = lp
+                calls += 1
+        tokens = sum(map(len, prefixes)) + sum(len(s) for group in suffix_groups for s in group)
+        return results, tokens, calls
+
+    def _prefill(self, prefixes: list[list[int]]):
+        """K/V of right-padded prefixes: per layer (keys, values), each (B, H, width, D).
+        Padding sits after each prefix, so real positions are 0..n-1 and later masks hide it."""
         from transformers import DynamicCache
 
-        n_prefix = len(prefix)
-        cache = DynamicCache()  # full (non-sliding) layers: the packs below need every position
-        self._net(input_ids=torch.tensor([prefix], device=self.device), use_cache=True,
-                  logits_to_keep=1, **{self._cache_kw: cache})
-        kv = [(layer.keys, layer.values) for layer in cache.layers]  # each (1, H, P, D)
-        rows = np.zeros((len(suffixes), len(label_ids)), dtype=np.float32)
-        calls = 1
-        for pack in self._packs([len(s) for s in suffixes]):
-            ids, mask, pos, last = self._pack([suffixes[i] for i in pack], n_prefix)
-            # a fresh cache object per pack; its update() concatenates into new tensors,
-            # so the prefix K/V are never written to
-            logits = self._net(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                               logits_to_keep=last, **{self._cache_kw: DynamicCache(kv)}).logits  # (1, n, V)
-            rows[pack] = _gather(logits[0], label_ids)
-            calls += 1
-        return rows, n_prefix + sum(len(s) for s in suffixes), calls
+        width = max(map(len, prefixes))
+        ids = torch.full((len(prefixes), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for r, p in enumerate(prefixes):
+            ids[r, : len(p)] = torch.tensor(p)
+            mask[r, : len(p)] = 1
+        cache = DynamicCache()  # full (non-sliding) layers: the suffix rows need every position
+        self._decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=True,
+                      **{self._cache_kw: cache})
+        return [(layer.keys, layer.values) for layer in cache.layers], [len(p) for p in prefixes]
+
+    def _score_rows(self, kv, slots: list[int], prefix_lens: list[int], width: int,
+                    packed: list[list[list[int]]], label_ids: torch.Tensor) -> list[np.ndarray]:
+        """One forward over rows of packed suffixes, row r on top of prefix ``slots[r]``.
+
+        In a row each token sees its own prefix (not the padding after it) and the earlier
+        tokens of its own suffix, at the positions it would have alone, so every suffix is
+        scored as if run by itself. Padding tokens at a row's end see the first prefix token
+        only (a row of all-masked attention would be NaN)."""
+        from transformers import DynamicCache
+
+        n_rows, t_max = len(packed), max(sum(map(len, row)) for row in packed)
+        ids = torch.full((n_rows, t_max), self._pad_id, dtype=torch.long)
+        pos = torch.zeros((n_rows, t_max), dtype=torch.long)
+        mask = torch.zeros((n_rows, 1, t_max, width + t_max), dtype=torch.bool)
+        mask[:, 0, :, 0] = True
+        row_of, last_of = [], []
+        for r, (suffixes, n_prefix) in enumerate(zip(packed, prefix_lens)):
+            lens = torch.tensor([len(s) for s in suffixes])
+            seg = torch.repeat_interleave(torch.arange(len(suffixes)), lens)  # suffix of each token
+            within = torch.cat([torch.arange(n) for n in lens.tolist()])  # position inside it
+            n = len(seg)
+            ids[r, :n] = torch.tensor([t for s in suffixes for t in s])
+            pos[r, :n] = within + n_prefix
+            mask[r, 0, :n, :n_prefix] = True
+            mask[r, 0, :n, width:width + n] = (seg[:, None] == seg[None, :]) & (within[:, None] >= within[None, :])
+            row_of += [r] * len(suffixes)
+            last_of += (lens.cumsum(0) - 1).tolist()
+        sel = torch.tensor(slots, device=self.device)
+        # index_select copies: the cache's update() concatenates anyway, and the shared
+        # prefix K/V must come out of every pass unchanged
+        cache = DynamicCache([(k.index_select(0, sel), v.index_select(0, sel)) for k, v in kv])
+        dev = self.device
+        hidden = self._decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                               use_cache=True, **{self._cache_kw: cache}).last_hidden_state  # (R, T, d)
+        logits = self._logits(hidden[torch.tensor(row_of, device=dev), torch.tensor(last_of, device=dev)])
+        rows = _gather(logits, label_ids)
+        out, start = [], 0
+        for suffixes in packed:
+            out.append(rows[start:start + len(suffixes)])
+            start += len(suffixes)
+        return out
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self._lm_head(hidden)
+        cap = getattr(self._net.config, "final_logit_softcapping", None)  # Gemma-style heads
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def _packs(self, lengths: list[int]) -> list[list[int]]:
         """Consecutive indices whose suffixes fit in one pack of ``pack_tokens``."""
@@ -145,24 +225,24 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             used += n
         return packs
 
-    def _pack(self, suffixes: list[list[int]], n_prefix: int):
-        """One row holding several suffixes after the cached prefix. Each token sees the
-        whole prefix and the earlier tokens of its own suffix only (block-causal mask), at
-        the positions it would have alone, so every suffix is scored as if run by itself."""
-        lens = torch.tensor([len(s) for s in suffixes])
-        seg = torch.repeat_interleave(torch.arange(len(suffixes)), lens)  # (T,) suffix of each token
-        within = torch.cat([torch.arange(n) for n in lens.tolist()])  # (T,) position inside it
-        own = (seg[:, None] == seg[None, :]) & (within[:, None] >= within[None, :])  # (T, T)
-        mask = torch.cat([torch.ones(len(seg), n_prefix, dtype=torch.bool), own], 1)[None, None]  # (1,1,T,P+T)
-        ids = torch.tensor([[t for s in suffixes for t in s]])
-        last = lens.cumsum(0) - 1  # (n,) index of each suffix's last token
-        dev = self.device
-        return ids.to(dev), mask.to(dev), (within + n_prefix)[None].to(dev), last.to(dev)
+    def _budget_chunks(self, lengths: list[int], extra: int) -> list[list[int]]:
+        """Indices grouped so that rows x (extra + longest row) stays within max_batch_tokens;
+        similar lengths together (ascending), so little is padding."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        chunks: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            # order is ascending, so lengths[i] is the widest row of cur + [i]
+            if cur and (len(cur) + 1) * (extra + lengths[i]) > self.max_batch_tokens:
+                chunks.append(cur)
+                cur = []
+            cur.append(i)
+        return chunks + [cur] if cur else chunks
 
     def _score_full(self, seqs: list[list[int]], label_ids: torch.Tensor):
         rows = np.zeros((len(seqs), len(label_ids)), dtype=np.float32)
         calls = 0
-        for chunk in self._chunks([len(s) for s in seqs]):
+        for chunk in self._budget_chunks([len(s) for s in seqs], extra=0):
             batch = [seqs[i] for i in chunk]
             ids, mask, pos = self._left_pad(batch)
             logits = self._net(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
@@ -170,19 +250,6 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             rows[chunk] = _gather(logits[:, -1], label_ids)
             calls += 1
         return rows, sum(len(s) for s in seqs), calls
-
-    def _chunks(self, lengths: list[int]) -> list[list[int]]:
-        """Indices grouped into batches of similar length within the token budget."""
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        chunks: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:
-            # order is ascending, so lengths[i] is the widest row of cur + [i]
-            if cur and (len(cur) + 1) * lengths[i] > self.max_batch_tokens:
-                chunks.append(cur)
-                cur = []
-            cur.append(i)
-        return chunks + [cur] if cur else chunks
 
     def _left_pad(self, seqs: list[list[int]]):
         """Left padding puts every last token in the last column (logits_to_keep=1);

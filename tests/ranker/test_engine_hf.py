@@ -75,13 +75,19 @@ def test_prefix_reuse_matches_full_prompts_and_reference(hf_engine: HFEngine, mo
     encoded = [hf_engine.encode(p) for p in prompts]
     assert full.forward_tokens == sum(len(a) + len(b) for a, b in encoded)
     assert reused.forward_tokens == sum(len(b) for _, b in encoded) + sum(map(len, {tuple(a) for a, _ in encoded}))
-    assert (reused.calls, full.calls) == (4, 1)  # per prefix: itself + one pack; one full batch
-    # One suffix per pack: the cached prefix serves several forward passes and must come
-    # out of each unchanged.
+    assert (reused.calls, full.calls) == (2, 1)  # both prefixes in one pass, both packs in one; one full batch
+    # One suffix per row: six rows over two padded prefixes of different lengths.
     monkeypatch.setattr(hf_engine, "pack_tokens", 1)
-    small = hf_engine.score(prompts, labels, reuse_prefix=True)
-    assert small.calls == 2 + len(prompts)
-    np.testing.assert_allclose(small.logprobs, reused.logprobs, atol=1e-4)
+    rows = hf_engine.score(prompts, labels, reuse_prefix=True)
+    assert rows.calls == 2
+    np.testing.assert_allclose(rows.logprobs, reused.logprobs, atol=1e-4)
+    # A token budget too small to batch anything: every prefix and every row its own pass,
+    # so each prefix's cache serves several passes and must come out of each unchanged.
+    monkeypatch.setattr(hf_engine, "max_batch_tokens", 1)
+    alone = hf_engine.score(prompts, labels, reuse_prefix=True)
+    assert alone.calls == 2 + len(prompts)
+    assert alone.forward_tokens == reused.forward_tokens  # padding is not counted as work
+    np.testing.assert_allclose(alone.logprobs, reused.logprobs, atol=1e-4)
 
 
 @pytest.mark.slow
