@@ -13,7 +13,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from recranker.settings import Settings
+from pydantic import ValidationError
+
+from recranker.settings import Settings, adapter_or_none, describe_settings_error
 
 log = logging.getLogger("recranker")
 
@@ -87,9 +89,7 @@ def cmd_model_prepare(args, settings: Settings) -> None:
 
 
 def _adapter_arg(value: str | None, settings: Settings) -> str | None:
-    if value is None:
-        return settings.adapter
-    return None if value.strip().lower() == "none" else value
+    return settings.adapter if value is None else adapter_or_none(value)
 
 
 def _ranker_and_generator(args, settings: Settings):
@@ -304,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings()
+    except ValidationError as e:
+        print(f"recranker: error: {describe_settings_error(e)}", file=sys.stderr)
+        return 2
+    try:
         args.func(args, settings)
     except KeyboardInterrupt:
         print("recranker: interrupted", file=sys.stderr)

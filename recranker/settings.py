@@ -8,12 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADAPTER = REPO_ROOT / "models" / "recranker-smollm2-ml100k"
+
+
+def adapter_or_none(value: str | None) -> str | None:
+    """An adapter setting as given by a user: '', 'none' (any case) or None mean no adapter."""
+    return None if value is None or value.strip().lower() in ("", "none") else value
 
 
 class Settings(BaseSettings):
@@ -30,6 +35,10 @@ class Settings(BaseSettings):
     base_model: str = Field(BUNDLED_MODEL, description="Bundled model name, a Hugging Face id, or a local checkpoint path.")
     adapter: str | None = Field(str(DEFAULT_ADAPTER), description="PEFT adapter folder; 'none' serves the base model.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bfloat16 on CUDA, float32 on CPU. bf16 moves label log-probabilities by ~0.02
+    # between batch shapes (fp32: ~1e-6), enough to swap near-tied candidates; a small
+    # model on a GPU is launch-bound, so float32 costs little there.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     engine: Literal["hf", "vllm"] = "hf"
     vllm_url: str = Field("http://127.0.0.1:8000", description="OpenAI-compatible vLLM server for engine=vllm.")
     vllm_model: str | None = Field(None, description="Model (or LoRA module) name to send to vLLM.")
@@ -62,7 +71,7 @@ class Settings(BaseSettings):
     @field_validator("adapter")
     @classmethod
     def _none_adapter(cls, v: str | None) -> str | None:
-        return None if v is None or v.strip().lower() in ("", "none") else v
+        return adapter_or_none(v)
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -79,3 +88,13 @@ class Settings(BaseSettings):
 
 def get_settings(**overrides) -> Settings:
     return Settings(**overrides)
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line naming the environment variable at fault, e.g.
+    'invalid setting RECRANKER_TOP_K=0: Input should be greater than or equal to 1'."""
+    parts = []
+    for err in error.errors():
+        name = "RECRANKER_" + "_".join(str(x) for x in err["loc"]).upper() if err["loc"] else "settings"
+        parts.append(f"{name}={err['input']!r}: {err['msg']}" if "input" in err else f"{name}: {err['msg']}")
+    return "invalid setting " + "; ".join(parts)

@@ -30,7 +30,8 @@ def build_engine(settings: Settings, adapter: str | None = None):
                          "at it, or set RECRANKER_ADAPTER=none to serve the base model")
     if settings.engine == "hf":
         model_path = prepare_model(settings.base_model, settings.models_dir)
-        return create_engine("hf", model_path=model_path, adapter_path=adapter, device=settings.device)
+        return create_engine("hf", model_path=model_path, adapter_path=adapter, device=settings.device,
+                             dtype=None if settings.dtype == "auto" else settings.dtype)
     # vLLM scores token ids made by our own tokenizer, so training, HF and vLLM agree exactly
     tokenizer_path = prepare_model(settings.base_model, settings.models_dir)
     return create_engine("vllm", base_url=settings.vllm_url, model=settings.vllm_model or settings.base_model,

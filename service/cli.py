@@ -4,8 +4,11 @@ does the same from RECRANKER_* environment variables alone (the Docker entry poi
 from __future__ import annotations
 
 import logging
+import sys
 
-from recranker.settings import Settings
+from pydantic import ValidationError
+
+from recranker.settings import Settings, describe_settings_error
 
 
 def serve(settings: Settings) -> None:
@@ -20,4 +23,8 @@ def serve(settings: Settings) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(Settings())
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        sys.exit(f"recranker: error: {describe_settings_error(e)}")
+    serve(settings)

@@ -1,0 +1,70 @@
+"""The `recranker` command line: what users type, what they get, and one readable line
+with exit code 2 when something is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recranker.cli import main
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path: Path, shared_data_dir: Path) -> Path:
+    for var in ("RECRANKER_ADAPTER", "RECRANKER_BASE_MODEL", "RECRANKER_DATASET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RECRANKER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECRANKER_DATA_DIR", str(shared_data_dir))
+    return tmp_path
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("recranker: error: ")
+    return err[0]
+
+
+def test_data_prepare_prints_the_split_counts(env, capsys) -> None:
+    assert main(["data", "prepare"]) == 0
+    out = capsys.readouterr().out
+    assert "users_with_likes: 942" in out and "likes: 55,375" in out
+
+
+def test_backbone_train_then_evaluate_writes_json(env, capsys) -> None:
+    assert main(["backbone", "train", "--model", "pop"]) == 0
+    assert (env / "home" / "backbones" / "ml-100k" / "pop" / "artifact.json").is_file()
+    out = env / "pop.json"
+    assert main(["backbone", "evaluate", "--model", "pop", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == "pop" and report["users"] == 942
+    assert round(report["metrics"]["NDCG@10"], 4) == 0.0489  # pop is deterministic (docs/results.md)
+
+
+def test_missing_dataset_folder_is_one_line_exit_2(env, capsys) -> None:
+    assert main(["data", "prepare", "--dataset-path", str(env / "nowhere")]) == 2
+    assert "nowhere" in _one_error_line(capsys)
+
+
+def test_invalid_environment_setting_names_the_variable(env, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("RECRANKER_TOP_K", "0")
+    assert main(["data", "prepare"]) == 2
+    assert "RECRANKER_TOP_K" in _one_error_line(capsys)
+
+
+def test_missing_adapter_folder_is_named_before_any_model_loads(env, capsys) -> None:
+    rc = main(["evaluate", "--backbone", "pop", "--adapter", str(env / "no-adapter"), "--users", "3",
+               "--json", str(env / "eval.json")])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert "no-adapter" in line and "does not exist" in line
+    assert not (env / "eval.json").exists()
+
+
+def test_unknown_backbone_is_an_argparse_error(env, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backbone", "train", "--model", "bpr-gnn"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'bpr-gnn'" in capsys.readouterr().err
