@@ -4,9 +4,12 @@ What a service micro-batch buys, without HTTP around it: for each batch size B, 
 B users (ML-100K, candidates = the test like + the most popular unseen items, scored by
 popularity as the backbone) are ranked (a) with B calls of ``Ranker.rank`` and (b) with
 one ``Ranker.rank_many`` call, in alternating rounds. Prints users/s of both and their
-ratio, forward passes and tokens, and the largest score difference between (a) and (b)
-(padding and batch shapes may move low-precision arithmetic a little; rankings should
-not move). Writes bench/out/batching.json.
+ratio, forward passes and tokens, and how far (b) is from (a): the largest difference of
+the label log-probabilities the engine returns (the direct check: padding and batch
+shapes may move low-precision arithmetic a little, nothing more), of the hybrid scores,
+and the share of identical top-k lists (z-scored hybrids of a model with no preference,
+e.g. random weights, are noise, so those two only mean something for a trained model).
+Writes bench/out/batching.json.
 
     python -m bench.bench_batching --data ../shared/data/ml-100k --batch-sizes 1 8 --threads 1
     python -m bench.bench_batching --data ... --model /path/to/checkpoint --device cuda --batch-sizes 1 8 32
@@ -26,10 +29,15 @@ import torch
 
 from bench.bench_ranker import build_requests
 from candidate_gen.data import load_movielens_100k
+import numpy as np
+
+from ranker.chat import to_scoring_prompt
+from ranker.engines.base import ScoringPrompt
 from ranker.engines.hf import HFEngine
 from ranker.model import BUNDLED_MODEL, prepare_model
-from ranker.ranker import Ranker, RankerConfig, RankRequest
-from ranker.types import RankResult
+from ranker.modes import listwise, pairwise, pointwise
+from ranker.ranker import LABEL_SETS, Ranker, RankerConfig, RankRequest
+from ranker.types import MODES, RankResult
 
 
 def _sync(engine: HFEngine) -> None:
@@ -55,6 +63,28 @@ def max_score_diff(a: list[RankResult], b: list[RankResult]) -> tuple[float, flo
     return diff, same / max(1, len(a))
 
 
+def mode_prompts(ranker: Ranker, r: RankRequest) -> dict[str, list[ScoringPrompt]]:
+    """The engine prompts of each mode for one request, as the ranker builds them."""
+    cfg, engine = ranker.config, ranker.engine
+    common = {"hints": cfg.use_hints, "config": cfg.prompt_config, "count_tokens": engine.count_tokens}
+    plans = {"pointwise": pointwise.plan(r.user, r.candidates, **common),
+             "pairwise": pairwise.plan(r.user, r.candidates, budget=cfg.pairwise_budget, seed=cfg.seed, **common),
+             "listwise": listwise.plan(r.user, r.candidates, shuffles=cfg.listwise_shuffles, seed=cfg.seed, **common)}
+    return {m: [to_scoring_prompt(engine, p) for p in plan.prompts] for m, plan in plans.items()}
+
+
+def max_logprob_diff(ranker: Ranker, requests: list[RankRequest]) -> float:
+    """Largest |log P(label)| difference between scoring each request alone and all together."""
+    per_request = [mode_prompts(ranker, r) for r in requests]
+    diff = 0.0
+    for mode in MODES:
+        labels = LABEL_SETS[mode]
+        alone = np.concatenate([ranker.engine.score(p[mode], labels).logprobs for p in per_request])
+        together = ranker.engine.score([x for p in per_request for x in p[mode]], labels).logprobs
+        diff = max(diff, float(np.abs(alone - together).max()))
+    return diff
+
+
 def measure(ranker: Ranker, requests: list[RankRequest], rounds: int) -> dict:
     engine = ranker.engine
     one_s, many_s = [], []
@@ -77,6 +107,7 @@ def measure(ranker: Ranker, requests: list[RankRequest], rounds: int) -> dict:
                     "forward_passes": sum(r.llm_calls for r in batched)},
         "throughput_ratio_batched_over_one": one / many,
         "forward_tokens": sum(r.forward_tokens for r in batched),
+        "max_abs_logprob_diff": max_logprob_diff(ranker, requests),
         "max_abs_score_diff": diff,
         "identical_topk_share": same,
     }
@@ -89,6 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model-cache", type=Path, default=Path("artifacts/models"))
     ap.add_argument("--adapter", type=Path, default=None, help="PEFT adapter folder (default: base model)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--dtype", default=None, help="float32 / bfloat16 / float16 (default: bf16 on CUDA, fp32 on CPU)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--candidates", type=int, default=10)
     ap.add_argument("--pairwise-budget", type=int, default=5)
@@ -108,7 +140,8 @@ def main(argv=None) -> int:
     requests = [r for r, _ in build_requests(ds, users[: 2 * max(args.batch_sizes)], args.candidates)]
     if len(requests) < max(args.batch_sizes):
         raise SystemExit(f"only {len(requests)} users with a test like among the first {2 * max(args.batch_sizes)}")
-    engine = HFEngine(prepare_model(args.model, args.model_cache), adapter_path=args.adapter, device=args.device)
+    engine = HFEngine(prepare_model(args.model, args.model_cache), adapter_path=args.adapter, device=args.device,
+                      dtype=args.dtype)
     config = RankerConfig(pairwise_budget=args.pairwise_budget, listwise_shuffles=args.listwise_shuffles,
                           history_token_budget=args.history_token_budget)
     ranker = Ranker(engine, config)
@@ -124,13 +157,13 @@ def main(argv=None) -> int:
         "results": {},
     }
     print(f"{'B':>4}{'one-at-a-time u/s':>20}{'batched u/s':>14}{'ratio':>8}{'passes 1x1':>12}{'passes B':>10}"
-          f"{'max |dscore|':>14}{'same top-k':>12}")
+          f"{'max |dlogp|':>13}{'max |dscore|':>14}{'same top-k':>12}")
     for b in args.batch_sizes:
         r = measure(ranker, requests[:b], args.rounds)
         report["results"][str(b)] = r
         print(f"{b:>4}{r['one_at_a_time']['users_per_s']:>20.3f}{r['batched']['users_per_s']:>14.3f}"
               f"{r['throughput_ratio_batched_over_one']:>8.2f}{r['one_at_a_time']['forward_passes']:>12}"
-              f"{r['batched']['forward_passes']:>10}{r['max_abs_score_diff']:>14.2e}{r['identical_topk_share']:>12.2f}",
+              f"{r['batched']['forward_passes']:>10}{r['max_abs_logprob_diff']:>13.2e}{r['max_abs_score_diff']:>14.2e}{r['identical_topk_share']:>12.2f}",
               flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -43,10 +43,11 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
 
     device: "auto" (CUDA when present, else CPU), "cpu" or "cuda".
     dtype: None = bfloat16 on CUDA, float32 on CPU; or a torch dtype / its name.
-    max_batch_tokens: full-prompt mode: bound on rows x longest prompt per forward pass.
+    max_batch_tokens: bound on the tokens one forward pass attends over: rows x longest row
+        for prefixes and full prompts, rows x (longest prefix + longest pack) for packs.
     reuse_prefix: default scoring mode (False runs every full prompt, for comparison).
-    pack_tokens: prefix-reuse mode: suffix tokens per forward pass (attention over a pack
-        grows with its square, so very large packs stop paying off).
+    pack_tokens: suffix tokens per packed row (attention inside a pack grows with its
+        square, so very large packs stop paying off).
     """
 
     def __init__(
@@ -132,7 +133,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         """
         results = [np.zeros((len(s), len(label_ids)), dtype=np.float32) for s in suffix_groups]
         calls = 0
-        for chunk in self._budget_chunks([len(prefixes[g]) for g in range(len(prefixes))], extra=0):
+        for chunk in self._budget_chunks([len(p) for p in prefixes], extra=0):
             kv, lengths = self._prefill([prefixes[g] for g in chunk])
             calls += 1
             rows = [(slot, pack) for slot, g in enumerate(chunk)
