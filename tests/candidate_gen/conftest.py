@@ -15,6 +15,7 @@ import pytest
 
 from candidate_gen.data import Dataset
 from candidate_gen.split import Split, leave_one_out
+from tests.datasets import dataset_from_rows
 
 N_GROUP_USERS = 40  # per group
 BLOCK = 30  # items per group
@@ -22,19 +23,7 @@ LIKES = 10  # per regular user: 8 train, 1 valid, 1 test
 
 
 def make_dataset(name: str, rows: list[tuple[int, int, float, int]], n_users: int, n_items: int, fp: str) -> Dataset:
-    """A Dataset from (user index, item index, rating, timestamp) rows; ids are 'u<i>'/'i<j>'."""
-    u, i, r, t = (np.array(c) for c in zip(*rows))
-    return Dataset(
-        name=name,
-        user_ids=[f"u{k}" for k in range(n_users)],
-        item_ids=[f"i{k}" for k in range(n_items)],
-        titles=[f"Item {k}" for k in range(n_items)],
-        users=u.astype(np.int64),
-        items=i.astype(np.int64),
-        ratings=r.astype(np.float32),
-        timestamps=t.astype(np.int64),
-        fingerprint=fp,
-    )
+    return dataset_from_rows(rows, n_users, n_items, name=name, fingerprint=fp)
 
 
 def planted_dataset(seed: int = 0, name: str = "planted") -> Dataset:

@@ -10,6 +10,7 @@ from candidate_gen.train import train_backbone
 from ranker import hints as H
 from ranker.text import sanitize_title
 from ranker.types import Candidate
+from tests.datasets import dataset_from_rows
 from training.data_io import read_json, read_jsonl
 from training.instructions import (
     InstructionConfig,
@@ -31,18 +32,9 @@ def synthetic_dataset(seed: int = 0) -> Dataset:
         items = rng.choice(N_ITEMS, size=PER_USER, replace=False)
         ratings = rng.choice([1, 2, 3, 4, 5], size=PER_USER, p=[0.1, 0.1, 0.2, 0.3, 0.3])
         rows += [(u, int(i), float(r), 1000 + 10 * t) for t, (i, r) in enumerate(zip(items, ratings))]
-    u, i, r, t = (np.array(c) for c in zip(*rows))
-    return Dataset(
-        name="synthetic-instr",
-        user_ids=[f"u{k}" for k in range(N_USERS)],
-        item_ids=[f"i{k}" for k in range(N_ITEMS)],
-        titles=[f"Film {k:03d} (2000)" for k in range(N_ITEMS)],
-        users=u.astype(np.int64),
-        items=i.astype(np.int64),
-        ratings=r.astype(np.float32),
-        timestamps=t.astype(np.int64),
-        fingerprint=f"synthetic-instr-{seed}",
-    )
+    return dataset_from_rows(rows, N_USERS, N_ITEMS, name="synthetic-instr",
+                             titles=[f"Film {k:03d} (2000)" for k in range(N_ITEMS)],
+                             fingerprint=f"synthetic-instr-{seed}")
 
 
 @pytest.fixture(scope="module")

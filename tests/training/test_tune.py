@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 from ranker import prompts as P
 from ranker.chat import to_scoring_prompt
 from ranker.engines.hf import HFEngine
-from ranker.model import BUNDLED_MODEL, prepare_model
+from ranker.model import BUNDLED_MODEL
 from ranker.types import Candidate, HistoryEntry, Prompt, UserProfile
 from training import batching as B
 from training import tune as T
@@ -24,20 +23,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def model_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # same place as tests/ranker/conftest.py, so the ~30 s conversion happens once per machine
-    env = os.environ.get("RECRANKER_TEST_MODEL_CACHE")
-    if env:
-        return Path(env)
-    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
-    if cache is not None:
-        return Path(cache.mkdir("recranker-models"))
-    return tmp_path_factory.mktemp("recranker-models")
+def model_cache(model_dir: Path) -> Path:
+    """The cache folder holding the session's converted model (tests/conftest.py)."""
+    return model_dir.parent
 
 
 @pytest.fixture(scope="session")
-def engine(model_cache) -> HFEngine:
-    return HFEngine(prepare_model(BUNDLED_MODEL, model_cache), device="cpu")
+def engine(model_dir: Path) -> HFEngine:
+    # its own instance, not the shared hf_engine: a test here wraps the model in a
+    # PeftModel and unloads it again, which must not touch what other tests score with
+    return HFEngine(model_dir, device="cpu")
 
 
 def _rows() -> list[dict]:
