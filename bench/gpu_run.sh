@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The GPU measurement of issue 5 (micro-batching throughput), run on a lent GPU machine:
 # torch + CUDA + transformers present, no network, uploads of 64 MiB. Needs, carried:
-#   .whl/  wheels of what the image lacks (fastapi, pydantic, uvicorn, redis, faiss-cpu,
-#          transformers/tokenizers at our versions, ...), see docs/results.md
+#   .whl/  cp312 manylinux wheels of what the image lacks or has at other versions, as used
+#          on 2026-11-27: fastapi 0.165.0, starlette 1.10.0, pydantic 2.14.4, pydantic-core
+#          2.50.5, pydantic-settings 2.16.3, python-dotenv 1.2.4, annotated-types 0.8.0,
+#          annotated-doc 0.0.7, typing-inspection 0.4.5, typing-extensions 4.16.0,
+#          opentelemetry-api 1.45.2, uvicorn 0.54.0, redis 8.1.0, faiss-cpu 1.15.1,
+#          transformers 5.24.0, tokenizers 0.23.3, regex 2026.11.19, peft 0.21.2 (~40 MB;
+#          `pip download --no-deps --only-binary=:all: --python-version 3.12 ...`)
 #   .gpu/  made here by `python -m bench.gpu_stage stage ...` (model config + tokenizer,
 #          ML-100K files, trained backbone)
 # Random weights (see bench/gpu_stage.py): the figures are speed only.
