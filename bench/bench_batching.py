@@ -32,10 +32,8 @@ from candidate_gen.data import load_movielens_100k
 import numpy as np
 
 from ranker.chat import to_scoring_prompt
-from ranker.engines.base import ScoringPrompt
 from ranker.engines.hf import HFEngine
 from ranker.model import BUNDLED_MODEL, prepare_model
-from ranker.modes import listwise, pairwise, pointwise
 from ranker.ranker import LABEL_SETS, Ranker, RankerConfig, RankRequest
 from ranker.types import MODES, RankResult
 
@@ -63,19 +61,10 @@ def max_score_diff(a: list[RankResult], b: list[RankResult]) -> tuple[float, flo
     return diff, same / max(1, len(a))
 
 
-def mode_prompts(ranker: Ranker, r: RankRequest) -> dict[str, list[ScoringPrompt]]:
-    """The engine prompts of each mode for one request, as the ranker builds them."""
-    cfg, engine = ranker.config, ranker.engine
-    common = {"hints": cfg.use_hints, "config": cfg.prompt_config, "count_tokens": engine.count_tokens}
-    plans = {"pointwise": pointwise.plan(r.user, r.candidates, **common),
-             "pairwise": pairwise.plan(r.user, r.candidates, budget=cfg.pairwise_budget, seed=cfg.seed, **common),
-             "listwise": listwise.plan(r.user, r.candidates, shuffles=cfg.listwise_shuffles, seed=cfg.seed, **common)}
-    return {m: [to_scoring_prompt(engine, p) for p in plan.prompts] for m, plan in plans.items()}
-
-
 def max_logprob_diff(ranker: Ranker, requests: list[RankRequest]) -> float:
     """Largest |log P(label)| difference between scoring each request alone and all together."""
-    per_request = [mode_prompts(ranker, r) for r in requests]
+    per_request = [{m: [to_scoring_prompt(ranker.engine, p) for p in plan.prompts]
+                    for m, plan in ranker.plans(r).items()} for r in requests]
     diff = 0.0
     for mode in MODES:
         labels = LABEL_SETS[mode]

@@ -140,23 +140,29 @@ class Ranker:
             degraded_reason=reason,
         )
 
+    def plans(self, request: RankRequest) -> dict[Mode, ModePlan]:
+        """The prompts of each requested mode for one request, as ``rank`` scores them."""
+        r, cfg = request, self.config
+        hints = cfg.use_hints if r.use_hints is None else r.use_hints
+        common = {"hints": hints, "config": self._prompt_config, "count_tokens": self.engine.count_tokens}
+        plans: dict[Mode, ModePlan] = {}
+        for mode in r.modes:
+            if mode == "pointwise":
+                plans[mode] = pointwise.plan(r.user, r.candidates, **common)
+            elif mode == "pairwise":
+                plans[mode] = pairwise.plan(r.user, r.candidates, budget=cfg.pairwise_budget, seed=cfg.seed, **common)
+            else:
+                plans[mode] = listwise.plan(r.user, r.candidates, shuffles=cfg.listwise_shuffles, seed=cfg.seed,
+                                            **common)
+        return plans
+
     # ---- stages -------------------------------------------------------------------------
 
     def _plan(self, w: _Work) -> None:
-        r, cfg = w.request, self.config
-        hints = cfg.use_hints if r.use_hints is None else r.use_hints
-        common = {"hints": hints, "config": self._prompt_config, "count_tokens": self.engine.count_tokens}
         try:
-            for mode in r.modes:
-                if mode == "pointwise":
-                    plan = pointwise.plan(r.user, r.candidates, **common)
-                elif mode == "pairwise":
-                    plan = pairwise.plan(r.user, r.candidates, budget=cfg.pairwise_budget, seed=cfg.seed, **common)
-                else:
-                    plan = listwise.plan(r.user, r.candidates, shuffles=cfg.listwise_shuffles, seed=cfg.seed, **common)
-                w.plans[mode] = plan
+            w.plans = self.plans(w.request)
         except Exception as e:  # noqa: BLE001 - one bad request must not sink the batch
-            log.exception("building prompts failed for user %s", r.user.user_id)
+            log.exception("building prompts failed for user %s", w.request.user.user_id)
             w.failure = f"prompt building failed: {type(e).__name__}: {e}"
 
     def _score_mode(self, mode: Mode, works: list[_Work], timings: dict[str, float]) -> None:
