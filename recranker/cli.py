@@ -40,11 +40,9 @@ def _write_json(path: str | None, payload: dict) -> None:
     if path is None or path == "-":
         print(text)
         return
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(out)
+    from training.data_io import write_text_atomic
+
+    out = write_text_atomic(Path(path), text + "\n")
     print(f"wrote {out}")
 
 

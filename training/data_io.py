@@ -32,6 +32,10 @@ def _atomic_write(path: Path, write) -> Path:
     return path
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    return _atomic_write(path, lambda f: f.write(text))
+
+
 def write_json_atomic(path: Path, doc) -> Path:
     return _atomic_write(path, lambda f: json.dump(doc, f, indent=2, ensure_ascii=False))
 
