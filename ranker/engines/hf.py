@@ -156,15 +156,9 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         Padding sits after each prefix, so real positions are 0..n-1 and later masks hide it."""
         from transformers import DynamicCache
 
-        width = max(map(len, prefixes))
-        ids = torch.full((len(prefixes), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-        for r, p in enumerate(prefixes):
-            ids[r, : len(p)] = torch.tensor(p)
-            mask[r, : len(p)] = 1
+        ids, mask, _ = self._pad(prefixes, left=False)
         cache = DynamicCache()  # full (non-sliding) layers: the suffix rows need every position
-        self._decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=True,
-                      **{self._cache_kw: cache})
+        self._decoder(input_ids=ids, attention_mask=mask, use_cache=True, **{self._cache_kw: cache})
         return [(layer.keys, layer.values) for layer in cache.layers], [len(p) for p in prefixes]
 
     def _score_rows(self, kv, slots: list[int], prefix_lens: list[int], width: int,
@@ -245,25 +239,28 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         calls = 0
         for chunk in self._budget_chunks([len(s) for s in seqs], extra=0):
             batch = [seqs[i] for i in chunk]
-            ids, mask, pos = self._left_pad(batch)
+            ids, mask, pos = self._pad(batch, left=True)
             logits = self._net(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
                                logits_to_keep=1).logits  # (B, 1, V)
             rows[chunk] = _gather(logits[:, -1], label_ids)
             calls += 1
         return rows, sum(len(s) for s in seqs), calls
 
-    def _left_pad(self, seqs: list[list[int]]):
-        """Left padding puts every last token in the last column (logits_to_keep=1);
-        position ids start at 0 on each row's first real token."""
+    def _pad(self, seqs: list[list[int]], left: bool):
+        """(ids, attention mask, position ids), rows padded to the longest. Left padding puts
+        every last token in the last column (full prompts, logits_to_keep=1); right padding
+        keeps each row's real tokens at columns 0..n-1 (prefixes whose K/V rows extend).
+        Position ids start at 0 on each row's first real token."""
         b, width = len(seqs), max(len(s) for s in seqs)
         ids = torch.full((b, width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((b, width), dtype=torch.long)
         pos = torch.zeros((b, width), dtype=torch.long)
         for r, s in enumerate(seqs):
             n = len(s)
-            ids[r, width - n:] = torch.tensor(s)
-            mask[r, width - n:] = 1
-            pos[r, width - n:] = torch.arange(n)
+            cols = slice(width - n, width) if left else slice(0, n)
+            ids[r, cols] = torch.tensor(s)
+            mask[r, cols] = 1
+            pos[r, cols] = torch.arange(n)
         return ids.to(self.device), mask.to(self.device), pos.to(self.device)
 
     # ---- generation (reference-style baseline) --------------------------------------------
