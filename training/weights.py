@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ranker.ensemble import WEIGHTS_FILE, EnsembleWeights
+from training.data_io import write_text_atomic
 from training.evaluate import UserOutcome, row_ranks
 from training.report import per_user_metrics
 
@@ -47,6 +48,7 @@ def save_weights(weights: EnsembleWeights, adapter_dir: Path, details: dict) -> 
     """hybrid_weights.json (read by the ranker) and a selection record beside it."""
     adapter_dir = Path(adapter_dir)
     path = adapter_dir / WEIGHTS_FILE
-    path.write_text(json.dumps(weights.to_dict(), indent=2) + "\n")
-    (adapter_dir / "hybrid_weights_selection.json").write_text(json.dumps(details, indent=2) + "\n")
+    # atomic: the service reads this file at start-up and must never see half of it
+    write_text_atomic(path, json.dumps(weights.to_dict(), indent=2) + "\n")
+    write_text_atomic(adapter_dir / "hybrid_weights_selection.json", json.dumps(details, indent=2) + "\n")
     return path
