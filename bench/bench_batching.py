@@ -34,7 +34,8 @@ import numpy as np
 from ranker.chat import to_scoring_prompt
 from ranker.engines.hf import HFEngine
 from ranker.model import BUNDLED_MODEL, prepare_model
-from ranker.ranker import LABEL_SETS, Ranker, RankerConfig, RankRequest
+from ranker.modes.registry import LABEL_SETS
+from ranker.ranker import Ranker, RankerConfig, RankRequest
 from ranker.types import MODES, RankResult
 
 

@@ -36,7 +36,7 @@ from candidate_gen.data import Dataset, load_movielens_100k
 from candidate_gen.split import leave_one_out
 from ranker.engines.hf import HFEngine
 from ranker.model import BUNDLED_MODEL, prepare_model
-from ranker.profiles import candidates_from_items, profile_from_events
+from stack.profiles import candidates_from_items, profile_from_events
 from ranker.ranker import Ranker, RankerConfig, RankRequest
 from ranker.text import sanitize_title
 from ranker.types import Candidate, RankResult, UserProfile

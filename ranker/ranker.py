@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,31 +17,27 @@ import numpy as np
 from ranker.chat import to_scoring_prompt
 from ranker.engines.base import Engine
 from ranker.ensemble import EnsembleWeights, hybrid_scores, order_by, zscore
-from ranker.modes import listwise, pairwise, pointwise
 from ranker.modes.base import ModePlan
-from ranker.prompts import LISTWISE_LABELS, PAIRWISE_LABELS, POINTWISE_LABELS, PromptConfig
+from ranker.modes.registry import LABEL_SETS, MODE_REGISTRY
+from ranker.prompts import PromptConfig
 from ranker.types import MODES, Candidate, Mode, ModeScores, RankedItem, RankResult, UserProfile
 
 log = logging.getLogger(__name__)
 
-LABEL_SETS: dict[Mode, tuple[str, ...]] = {
-    "pointwise": POINTWISE_LABELS,
-    "pairwise": PAIRWISE_LABELS,
-    "listwise": LISTWISE_LABELS,
-}
+__all__ = ["LABEL_SETS", "RankRequest", "Ranker", "RankerConfig"]  # LABEL_SETS: re-exported from the registry
+
 STAGES = ("prompt", "llm", "ensemble")
-_COLLECT: dict[Mode, Callable[[ModePlan, np.ndarray], ModeScores]] = {
-    "pointwise": pointwise.collect,
-    "pairwise": pairwise.collect,
-    "listwise": listwise.collect,
-}
 
 
 @dataclass(frozen=True)
 class RankerConfig:
-    pairwise_budget: int = 10  # comparisons per request, each asked in both orders (2 prompts)
+    """The ranking defaults. These numbers are the only home of each default: the settings
+    (stack.settings.Settings, RECRANKER_*) take their defaults from this dataclass."""
+
+    pairwise_budget: int = 5  # comparisons per request, each asked in both orders (2 prompts)
     listwise_shuffles: int = 3  # shown orders per request (position shifting)
-    history_token_budget: int = 400  # tokens of history per prompt, most recent first
+    # 200 tokens (~15-25 titles) keeps a 10-candidate request affordable on a CPU; raise it on a GPU
+    history_token_budget: int = 200  # tokens of history per prompt, most recent first
     use_hints: bool = True  # backbone hints in the prompts (a request may override)
     seed: int = 0  # mixed with each request's content for pair selection and shuffles
     max_history_items: int = 50
@@ -147,13 +143,8 @@ class Ranker:
         common = {"hints": hints, "config": self._prompt_config, "count_tokens": self.engine.count_tokens}
         plans: dict[Mode, ModePlan] = {}
         for mode in r.modes:
-            if mode == "pointwise":
-                plans[mode] = pointwise.plan(r.user, r.candidates, **common)
-            elif mode == "pairwise":
-                plans[mode] = pairwise.plan(r.user, r.candidates, budget=cfg.pairwise_budget, seed=cfg.seed, **common)
-            else:
-                plans[mode] = listwise.plan(r.user, r.candidates, shuffles=cfg.listwise_shuffles, seed=cfg.seed,
-                                            **common)
+            spec = MODE_REGISTRY[mode]
+            plans[mode] = spec.plan(r.user, r.candidates, **common, **spec.options(cfg))
         return plans
 
     # ---- stages -------------------------------------------------------------------------
@@ -197,7 +188,7 @@ class Ranker:
         start = 0
         for w, plan, n, tok, cl in zip(works, plans, counts, tokens, calls):
             try:
-                scores = _COLLECT[mode](plan, rows[start : start + n])
+                scores = MODE_REGISTRY[mode].collect(plan, rows[start : start + n])
             except Exception as e:  # noqa: BLE001 - unusable rows for one request degrade that request only
                 log.exception("%s scores unusable for user %s", mode, w.request.user.user_id)
                 w.failure = f"{mode} scores unusable: {type(e).__name__}: {e}"

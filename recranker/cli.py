@@ -1,7 +1,8 @@
 """`recranker` command line: the contract users and later work rely on.
 
 Every command reads defaults from Settings (RECRANKER_* env vars); flags override.
-Errors are one readable line on stderr and a non-zero exit code.
+Errors are one readable line on stderr and a non-zero exit code. This module only parses
+arguments, calls into training.pipeline / stack / service, and prints.
 """
 
 from __future__ import annotations
@@ -10,29 +11,20 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from recranker.settings import Settings, adapter_or_none, describe_settings_error
+from candidate_gen.base import BACKBONE_NAMES as BACKBONES
+from stack.settings import Settings, describe_settings_error
+from training import pipeline
+from training.pipeline import DataChoice
 
 log = logging.getLogger("recranker")
-
-BACKBONES = ("pop", "mf", "lightgcn", "sasrec")
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
-
-
-def _load_split(settings: Settings, dataset: str | None, dataset_path: str | None):
-    from candidate_gen.download import load_dataset
-    from candidate_gen.split import leave_one_out
-
-    name = dataset_path or dataset or settings.dataset
-    ds = load_dataset(name, settings.resolved_data_dir, url=settings.ml100k_url)
-    return leave_one_out(ds)
 
 
 def _write_json(path: str | None, payload: dict) -> None:
@@ -46,37 +38,26 @@ def _write_json(path: str | None, payload: dict) -> None:
     print(f"wrote {out}")
 
 
+def _data(args) -> DataChoice:
+    return DataChoice(args.dataset, args.dataset_path)
+
+
 def cmd_data_prepare(args, settings: Settings) -> None:
-    split = _load_split(settings, args.dataset, args.dataset_path)
+    from stack.build import load_split
+
+    split = load_split(settings, args.dataset, args.dataset_path)
     for key, value in split.counts().items():
         print(f"{key:>18}: {value:,}")
 
 
 def cmd_backbone_train(args, settings: Settings) -> None:
-    from candidate_gen.artifacts import backbone_dir, save_backbone
-    from candidate_gen.evaluate import evaluate_backbone
-    from candidate_gen.train import train_backbone
-
-    split = _load_split(settings, args.dataset, args.dataset_path)
-    backbone, metrics = train_backbone(split, args.model, seed=args.seed)
-    folder = backbone_dir(settings.home, split.dataset.name, args.model)
-    test = evaluate_backbone(backbone, split, stage="test")
-    save_backbone(backbone, folder, {**metrics, "test": test, "dataset": split.dataset.name,
-                                     "fingerprint": split.dataset.fingerprint, "seed": args.seed},
-                  item_ids=split.dataset.item_ids, user_ids=split.dataset.user_ids)
+    folder, test = pipeline.train_backbone_artifact(settings, _data(args), args.model, args.seed)
     print(f"saved {args.model} backbone to {folder}")
     print(json.dumps(test["metrics"], indent=2))
 
 
 def cmd_backbone_evaluate(args, settings: Settings) -> None:
-    from candidate_gen.artifacts import ensure_backbone
-    from candidate_gen.evaluate import evaluate_backbone
-
-    split = _load_split(settings, args.dataset, args.dataset_path)
-    loaded = ensure_backbone(settings.home, split, args.model, seed=args.seed)
-    result = evaluate_backbone(loaded.backbone, split, stage="test")
-    _write_json(args.json, {"dataset": split.dataset.name, "model": args.model,
-                            "users": result["users"], "metrics": result["metrics"]})
+    _write_json(args.json, pipeline.evaluate_backbone_artifact(settings, _data(args), args.model, args.seed))
 
 
 def cmd_model_prepare(args, settings: Settings) -> None:
@@ -86,97 +67,36 @@ def cmd_model_prepare(args, settings: Settings) -> None:
     print(f"model ready at {path}")
 
 
-def _adapter_arg(value: str | None, settings: Settings) -> str | None:
-    return settings.adapter if value is None else adapter_or_none(value)
-
-
-def _ranker_and_generator(args, settings: Settings):
-    from candidate_gen.artifacts import ensure_backbone
-    from candidate_gen.retrieve import CandidateGenerator
-    from recranker.stack import build_ranker
-
-    split = _load_split(settings, args.dataset, args.dataset_path)
-    loaded = ensure_backbone(settings.home, split, args.backbone, seed=args.seed)
-    generator = CandidateGenerator.from_backbone(loaded.backbone, "exact")
-    adapter = _adapter_arg(args.adapter, settings)
-    ranker = build_ranker(settings, adapter)
-    return split, loaded, generator, ranker, adapter
-
-
 def cmd_evaluate(args, settings: Settings) -> None:
-    from training.evaluate import EvalConfig, cache_key, collect, report
-    from training.report import bar_chart, markdown_table
+    run = pipeline.evaluate_llm(settings, _data(args), backbone=args.backbone, adapter=args.adapter,
+                                users=args.users, seed=args.seed, num_candidates=args.candidates,
+                                stage=args.stage, hints=args.hints)
+    if args.chart:
+        from training.report import bar_chart
 
-    split, loaded, generator, ranker, adapter = _ranker_and_generator(args, settings)
-    out: dict = {"dataset": split.dataset.name, "backbone": args.backbone, "adapter": adapter,
-                 "model": ranker.engine.model_name, "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict()}
-    hint_settings = {"on": [True], "off": [False], "both": [True, False]}[args.hints]
-    md = []
-    for hints in hint_settings:
-        config = EvalConfig(stage=args.stage, num_candidates=args.candidates, use_hints=hints,
-                            users=args.users, seed=args.seed)
-        cache = settings.home / "eval-cache" / f"{cache_key(config, ranker, loaded.meta)}.jsonl"
-        outcomes = collect(split, generator, ranker, config, cache_path=cache)
-        result = report(outcomes, ranker.weights, seed=args.seed)
-        key = "with_hints" if hints else "without_hints"
-        out[key] = result
-        title = f"{split.dataset.name}, {args.backbone} candidates, adapter={adapter or 'none'}, hints={'on' if hints else 'off'}, {result['users']} users"
-        md.append(markdown_table(result["rows"], title))
-        md.append(markdown_table(result["rows_target_in_candidates"],
-                                 f"subset whose test item is a candidate ({result['users_with_target_in_candidates']} users)"))
-        if args.chart:
-            bar_chart(result["rows"], Path(args.chart).with_stem(Path(args.chart).stem + f"-{key}"), title)
-    first = out["with_hints" if hint_settings[0] else "without_hints"]
-    out["users"] = first["users"]
-    out["rows"] = first["rows"]
-    _write_json(args.json, out)
-    print("\n".join(md))
+        for rows, suffix, title in run.charts:
+            bar_chart(rows, Path(args.chart).with_stem(Path(args.chart).stem + f"-{suffix}"), title)
+    _write_json(args.json, run.result)
+    print("\n".join(run.tables))
     if args.markdown:
-        Path(args.markdown).write_text("\n".join(md))
+        Path(args.markdown).write_text("\n".join(run.tables))
 
 
 def cmd_weights(args, settings: Settings) -> None:
-    from training.evaluate import EvalConfig, cache_key, collect
-    from training.weights import choose_weights, save_weights
-
-    split, loaded, generator, ranker, adapter = _ranker_and_generator(args, settings)
-    if adapter is None:
-        raise CLIError("choosing weights needs an adapter folder to write hybrid_weights.json into (--adapter)")
-    config = EvalConfig(stage="valid", num_candidates=args.candidates, use_hints=True, users=args.users, seed=args.seed)
-    cache = settings.home / "eval-cache" / f"{cache_key(config, ranker, loaded.meta)}.jsonl"
-    outcomes = collect(split, generator, ranker, config, cache_path=cache)
-    best, table = choose_weights(outcomes)
-    path = save_weights(best, Path(adapter), {"stage": "valid", "users": len(outcomes),
-                                              "users_with_target_in_candidates": sum(o.target_is_candidate for o in outcomes),
-                                              "metric": "NDCG@3", "seed": args.seed, "top": table[:10]})
-    print(f"chose {best.to_dict()} on {len(outcomes)} validation users; wrote {path}")
+    try:
+        weights, n_users, path = pipeline.choose_hybrid_weights(
+            settings, _data(args), backbone=args.backbone, adapter=args.adapter, users=args.users,
+            seed=args.seed, num_candidates=args.candidates)
+    except pipeline.PipelineError as e:
+        raise CLIError(str(e)) from None
+    print(f"chose {weights} on {n_users} validation users; wrote {path}")
 
 
 def cmd_instructions_build(args, settings: Settings) -> None:
-    from transformers import AutoTokenizer
-
-    from candidate_gen.artifacts import ensure_backbone
-    from ranker.engines.tokens import encode_text
-    from ranker.model import prepare_model
-    from recranker.stack import ranker_config
-    from training.instructions import InstructionConfig, build_instructions, dataset_manifest, write_dataset
-    from training.sampling import SamplingConfig, sample_users, save_sampled
-
-    split = _load_split(settings, args.dataset, args.dataset_path)
-    loaded = ensure_backbone(settings.home, split, args.backbone, seed=args.seed)
-    sampled = sample_users(split, SamplingConfig(method=args.sampling, budget=args.budget), seed=args.seed,
-                           backbone=loaded.backbone, backbone_user_ids=loaded.user_ids)
-    out = Path(args.out or settings.home / "instructions" / f"{split.dataset.name}-{args.backbone}-{args.sampling}-{args.budget}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_sampled(sampled, split, out / "sampled_users.json")
-    # the serving tokenizer and prompt settings cut histories exactly as serving does; no weights needed
-    tokenizer = AutoTokenizer.from_pretrained(str(prepare_model(settings.base_model, settings.models_dir)))
-    config = InstructionConfig(hints=not args.no_hints, prompt=ranker_config(settings).prompt_config)
-    rows = build_instructions(split, loaded, sampled, config, seed=args.seed,
-                              count_tokens=lambda text: len(encode_text(tokenizer, text)))
-    manifest = dataset_manifest(rows, split, loaded, sampled, config, args.seed)
-    write_dataset(rows, manifest, out)
-    print(f"wrote {len(rows)} examples {manifest['counts']} from {sampled.n_unique} users to {out}")
+    out, n_rows, counts, n_users = pipeline.build_instruction_dataset(
+        settings, _data(args), backbone=args.backbone, sampling=args.sampling, budget=args.budget,
+        hints=not args.no_hints, seed=args.seed, out=args.out)
+    print(f"wrote {n_rows} examples {counts} from {n_users} users to {out}")
 
 
 def cmd_tune(args, settings: Settings) -> None:

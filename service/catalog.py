@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from candidate_gen.data import Dataset
 from candidate_gen.retrieve import CandidateGenerator
 from candidate_gen.split import LIKE_MIN, Split
-from ranker.types import Candidate, HistoryEntry, UserProfile
+from ranker.types import Candidate, UserProfile
 from service.store import StoredEvent
+from stack.profiles import candidates_from_items, candidates_from_named, profile_from_items
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +131,13 @@ class Catalog:
         start = time.perf_counter()
         if candidates is None:
             found = self.generator.candidates(user, liked, num_candidates, exclude=seen)
-            cands = [Candidate(self.dataset.item_ids[s.item], self.dataset.titles[s.item], float(s.score))
-                     for s in found]
+            cands = candidates_from_items(self.dataset, [s.item for s in found], [s.score for s in found])
         else:
             cands = self._given_candidates(user, liked, candidates, f"{where}{candidates_field}")
         # the prompt sees the most recent history_max entries (the ranker trims further to its
         # token budget); exclusion and the backbone query use all of it
         recent = entries[-self.history_max:]
-        profile = UserProfile(user_id, tuple(HistoryEntry(e.item_id, e.title, e.rating) for e in recent))
+        profile = profile_from_items(user_id, recent)
         return Prepared(profile, cands, time.perf_counter() - start)
 
     def _dataset_history(self, user: int | None) -> list[_Resolved]:
@@ -156,4 +156,4 @@ class Catalog:
             resolved.append(r)
         known = [r.index for r in resolved if r.index is not None]
         scores = iter(self.generator.score(user, liked, known).tolist() if known else [])
-        return [Candidate(r.item_id, r.title, next(scores) if r.index is not None else None) for r in resolved]
+        return candidates_from_named(resolved, [next(scores) if r.index is not None else None for r in resolved])

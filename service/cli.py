@@ -8,7 +8,7 @@ import sys
 
 from pydantic import ValidationError
 
-from recranker.settings import Settings, describe_settings_error
+from stack.settings import Settings, describe_settings_error
 
 
 def serve(settings: Settings) -> None:

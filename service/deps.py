@@ -15,8 +15,8 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from recranker.settings import Settings
-from service.batching import MicroBatcher
+from stack.settings import Settings
+from service.microbatch import MicroBatcher
 from service.catalog import Catalog
 from service.errors import ServiceError
 from service.metrics import ServiceMetrics
@@ -36,7 +36,8 @@ class AppState:
     ranking: RankingService
 
 
-def get_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
+    """The settings of the app serving this request (a FastAPI dependency)."""
     return request.app.state.settings
 
 
@@ -68,7 +69,7 @@ _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
 
 
 def require_api_key(
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(app_settings)],
     key: Annotated[str | None, Security(_api_key_header)],
 ) -> None:
     if not settings.api_key:  # unset or empty (compose passes "" when no key is configured)
@@ -80,7 +81,7 @@ def require_api_key(
         raise ServiceError(401, f"invalid {API_KEY_HEADER}", {"WWW-Authenticate": API_KEY_HEADER})
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 AppStateDep = Annotated[AppState, Depends(get_app_state)]
 RankingDep = Annotated[RankingService, Depends(get_ranking)]

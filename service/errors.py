@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.batching import QueueFull
+from service.microbatch import QueueFull
 from service.catalog import DuplicateItem, UnknownItem, UnknownUser
 from service.store import StoreError
 

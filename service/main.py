@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from recranker.settings import Settings
-from service.batching import MicroBatcher
+from stack.settings import Settings
+from service.microbatch import MicroBatcher
 from service.cache import ResponseCache
 from service.catalog import Catalog
 from service.deps import AppState

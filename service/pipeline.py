@@ -19,7 +19,7 @@ from typing import Any
 
 from ranker.ranker import Ranker, RankRequest
 from ranker.types import Mode, RankResult
-from service.batching import BatchOutcome, MicroBatcher
+from service.microbatch import BatchOutcome, MicroBatcher
 from service.cache import ResponseCache, cache_key
 from service.catalog import Catalog, HistoryRef, ItemRef, Prepared
 from service.metrics import ServiceMetrics

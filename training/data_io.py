@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from common.checksum import sha256_file
+
 EXAMPLES_FILE = "examples.jsonl"
 MANIFEST_FILE = "manifest.json"
 
@@ -70,12 +72,7 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # the tree's one file checksum (common.checksum)
 
 
 def folder_sha256(folder: Path, pattern: str = "*") -> str:

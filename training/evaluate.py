@@ -1,4 +1,4 @@
-"""Offline evaluation under the paper's protocol (method.md §9).
+"""Offline evaluation under the paper's protocol (docs/method.md, "Evaluation protocol").
 
 For each evaluated user the backbone's top-N unseen items are the candidates; the LLM
 re-ranks them in every mode at once (one Ranker call gives each mode's scores and the
@@ -26,16 +26,17 @@ from tqdm import tqdm
 from candidate_gen.evaluate import liked_history
 from candidate_gen.retrieve import CandidateGenerator
 from candidate_gen.split import Split
-from ranker.ensemble import EnsembleWeights, order_by, zscore
-from ranker.profiles import candidates_from_items, profile_from_events
+from ranker.ensemble import EnsembleWeights, combine, order_by
+from ranker.modes.registry import MODE_REGISTRY
 from ranker.ranker import Ranker, RankRequest
 from ranker.types import MODES, Mode
+from stack.profiles import candidates_from_items, profile_from_events
 from training.report import summarize_rows
 
 log = logging.getLogger(__name__)
 
 Stage = Literal["valid", "test"]
-ROWS = ("backbone", *MODES, "hybrid")
+ROWS = ("backbone", *MODE_REGISTRY, "hybrid")
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,9 @@ class EvalConfig:
     modes: tuple[Mode, ...] = MODES
 
     def __post_init__(self) -> None:
-        if self.num_candidates < 1 or self.num_candidates > 20:
-            raise ValueError(f"num_candidates must be in 1..20 (listwise identifiers), got {self.num_candidates}")
+        # no upper bound of its own: listwise windows lists longer than its identifiers
+        if self.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
         if self.users is not None and self.users < 1:
             raise ValueError(f"users must be >= 1, got {self.users}")
 
@@ -162,13 +164,11 @@ def collect(
 
 
 def hybrid_ranking(o: UserOutcome, weights: EnsembleWeights) -> list[str]:
-    """The hybrid order of one user's candidates for any weights (same formula as serving)."""
+    """The hybrid order of one user's candidates for any weights: the serving ensemble's
+    ``combine`` (what ``hybrid_scores`` does after normalising) over the per-mode z-scores
+    the ranker returned, so evaluation and serving share one formula."""
     backbone = dict(zip(o.candidates, o.backbone_scores))
-    prior = zscore(backbone, o.candidates)
-    hybrid = {
-        i: sum(weights.of(m) * z[i] for m, z in o.mode_scores.items()) + weights.backbone * prior[i]
-        for i in o.candidates
-    }
+    hybrid = combine(o.candidates, o.mode_scores, backbone, weights)
     return order_by(hybrid, o.candidates, backbone)
 
 

@@ -1,4 +1,5 @@
-"""The instruction dataset: pointwise, pairwise and listwise examples (method.md §5, §6).
+"""The instruction dataset: pointwise, pairwise and listwise examples (docs/method.md,
+"Instruction tuning" and "Prompts").
 
 Every example is rendered with the ranker's own prompt builders (``ranker.prompts``) and
 hints (``ranker.hints``), so training text and serving text cannot drift apart.
@@ -35,7 +36,9 @@ import numpy as np
 from candidate_gen.split import Event, Split
 from ranker import hints as H
 from ranker import prompts as P
-from ranker.types import MODES, Candidate, HistoryEntry, UserProfile
+from ranker.modes.registry import MODE_REGISTRY
+from ranker.types import MODES, Candidate, UserProfile
+from stack.profiles import candidates_from_items, profile_from_events
 from training.data_io import EXAMPLES_FILE, MANIFEST_FILE, write_json_atomic, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
@@ -116,18 +119,14 @@ class _User:
     def profile(self, drop: set[int]) -> tuple[UserProfile, list[int]]:
         """The train-period history minus the example's own items (oldest first)."""
         kept = [e for e in self.context if e.item not in drop]
-        ds = self.ds
-        hist = tuple(HistoryEntry(ds.item_ids[e.item], ds.titles[e.item], e.rating) for e in kept)
-        return UserProfile(ds.user_ids[self.u], hist), [e.item for e in kept]
+        return profile_from_events(self.ds, self.ds.user_ids[self.u], kept), [e.item for e in kept]
 
     def candidates(self, items: Sequence[int], history: Sequence[int], with_scores: bool) -> list[Candidate]:
-        ds = self.ds
+        scores = None
         if with_scores:
             likes = [i for i in history if i in self.liked]
             scores = self.backbone.score(self.u, likes, list(items))
-        else:
-            scores = [None] * len(items)
-        return [Candidate(ds.item_ids[i], ds.titles[i], None if s is None else float(s)) for i, s in zip(items, scores)]
+        return candidates_from_items(self.ds, items, scores)
 
 
 # ---- the three tasks -------------------------------------------------------------------
@@ -229,11 +228,15 @@ def listwise_example(user: _User, cfg: InstructionConfig, rng: np.random.Generat
                 answer_items=[cands[j].item_id for j in best[: P.LISTWISE_TOP_N]])
 
 
+# The training-example hook of each mode of the registry (ranker.modes.registry); a mode
+# added there without a builder here fails at import, not halfway through a dataset.
 BUILDERS: dict[str, Callable[..., dict | None]] = {
     "pointwise": pointwise_example,
     "pairwise": pairwise_example,
     "listwise": listwise_example,
 }
+if set(BUILDERS) != set(MODE_REGISTRY):
+    raise ImportError(f"instruction builders {sorted(BUILDERS)} differ from the mode registry {sorted(MODE_REGISTRY)}")
 
 
 # ---- the dataset ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """LoRA instruction tuning of the base LLM on an instruction dataset (method.md §1 step 4).
 
-Examples are tokenized exactly as serving tokenizes them (``training.batching``), the
+Examples are tokenized exactly as serving tokenizes them (``training.collate``), the
 loss covers the answer tokens only, and the base model is the one serving loads
 (``ranker.model.prepare_model`` + ``HFEngine``), so the adapter fits what it will run on.
 
@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ranker.types import MODES
-from training.batching import BatchPlan, collate, encode_example, end_of_turn_ids, pad_id_of, token_losses
+from training.collate import BatchPlan, collate, encode_example, end_of_turn_ids, pad_id_of, token_losses
 from training.data_io import EXAMPLES_FILE, MANIFEST_FILE, file_sha256, read_json, read_jsonl, write_json_atomic
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ baseline and a cross-check).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ranker.adapter import Adapter, load_adapter
 from ranker.engines import tokens
 from ranker.engines.base import Engine, EngineError, ScoreBatch, ScoringPrompt
 from ranker.model import ModelError, model_info
@@ -59,6 +59,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         max_batch_tokens: int = 16384,
         reuse_prefix: bool = True,
         pack_tokens: int = 1024,
+        adapter: Adapter | None = None,
     ) -> None:
         if max_batch_tokens < 1 or pack_tokens < 1:
             raise ValueError(f"max_batch_tokens and pack_tokens must be >= 1, got {max_batch_tokens}, {pack_tokens}")
@@ -71,13 +72,16 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         self.model_name = Path(model_path).name if Path(model_path).is_dir() else str(model_path)
         tokenizer, model = _load(model_path, self.device, self.dtype)
         self._init_text(tokenizer)
+        if adapter is None and adapter_path is not None:  # a bare folder: resolve it here
+            adapter = load_adapter(adapter_path)
+        self.adapter = adapter
         self.adapter_name: str | None = None
         self.adapter_revision: str | None = None
-        if adapter_path is not None:
-            model = self._attach_adapter(model, Path(adapter_path))
+        if adapter is not None:
+            model = self._attach_adapter(model, adapter)
         self.model = model.eval()  # PeftModel when an adapter is loaded
         # LoRA layers are injected into the base module, so calling it directly runs them too
-        self._net = model.get_base_model() if adapter_path is not None else model
+        self._net = model.get_base_model() if adapter is not None else model
         params = inspect.signature(self._net.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
         self._decoder = self._net.get_decoder()  # the transformer body: hidden states, no vocabulary
@@ -281,30 +285,18 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
                 "adapter_revision": self.adapter_revision, "device": str(self.device),
                 "dtype": str(self.dtype).removeprefix("torch.")}
 
-    def _attach_adapter(self, model, path: Path):
+    def _attach_adapter(self, model, adapter: Adapter):
         from peft import PeftModel
 
-        if not (path / "adapter_config.json").is_file():
-            raise ModelError(f"adapter folder {path} has no adapter_config.json")
+        path = adapter.path
         try:
             model = PeftModel.from_pretrained(model, str(path))
         except Exception as e:  # noqa: BLE001 - peft raises many types for a mismatched adapter
             raise ModelError(f"cannot load adapter {path} onto {self.model_name}: {e}") from e
-        self.adapter_name = path.name
-        self.adapter_revision = adapter_revision(path)
+        self.adapter_name = adapter.name
+        self.adapter_revision = adapter.revision
         log.info("adapter %s (revision %s) loaded", self.adapter_name, self.adapter_revision)
         return model
-
-
-def adapter_revision(path: Path) -> str:
-    """Short content hash of an adapter's config and weights: names the exact adapter served."""
-    h = hashlib.sha256()
-    files = [path / "adapter_config.json"] + sorted(path.glob("adapter_model.*"))
-    for f in files:
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _gather(logits: torch.Tensor, label_ids: torch.Tensor) -> np.ndarray:

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from ranker.adapter import Adapter
 from ranker.engines import tokens
 from ranker.engines.base import Engine, EngineError, ScoreBatch, ScoringPrompt
 
@@ -38,17 +39,26 @@ class VLLMEngine(tokens.LocalTokenizerMixin, Engine):
     """Scores through a running ``vllm serve`` (base model or a ``--lora-modules`` name).
 
     base_url: server root, e.g. http://127.0.0.1:8000 (``/v1/completions`` is appended).
-    model: the served model name, or the LoRA module name to score with that adapter.
+    model: the served base model's name.
     tokenizer_path: local folder (or hub id) of the same model's tokenizer.
+    adapter: the LoRA adapter to score with. vLLM serves a LoRA under a module name
+      (``vllm serve BASE --enable-lora --lora-modules NAME=PATH``), and a request selects it
+      by sending that name as its "model"; we send ``adapter.name`` and report the adapter's
+      name and revision like the HF engine does. None scores with the base model.
     """
 
     def __init__(self, base_url: str, model: str, tokenizer_path: str | Path, timeout: float = 30.0,
-                 api_key: str | None = None, max_prompts_per_request: int = 64) -> None:
+                 api_key: str | None = None, max_prompts_per_request: int = 64,
+                 adapter: Adapter | None = None) -> None:
         from transformers import AutoTokenizer
 
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.model_name = model
+        self.adapter = adapter
+        self.adapter_name = adapter.name if adapter is not None else None
+        self.adapter_revision = adapter.revision if adapter is not None else None
+        self.served_model = self.adapter_name or model  # the "model" every request names
         self.url = base_url.rstrip("/") + "/v1/completions"
         self.max_prompts_per_request = max_prompts_per_request
         try:
@@ -68,7 +78,7 @@ class VLLMEngine(tokens.LocalTokenizerMixin, Engine):
         for start in range(0, len(prompts), self.max_prompts_per_request):
             chunk = prompts[start:start + self.max_prompts_per_request]
             ids = [a + b for a, b in map(self.encode, chunk)]
-            body = self._post({"model": self.model_name, "prompt": ids, "max_tokens": 1, "temperature": 0,
+            body = self._post({"model": self.served_model, "prompt": ids, "max_tokens": 1, "temperature": 0,
                                "logprobs": TOP_K, "logprob_token_ids": wanted,
                                "return_tokens_as_token_ids": True})
             out[start:start + len(chunk)] = self._parse(body, len(chunk), wanted)

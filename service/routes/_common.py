@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recranker.settings import Settings
+from stack.settings import Settings
 from service.errors import too_many
 from service.pipeline import RankJob
 from service.schemas import ErrorOut, RankIn, modes_tuple, to_candidates, to_history

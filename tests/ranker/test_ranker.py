@@ -102,8 +102,8 @@ def test_known_answer_all_modes():
     assert res.label_mass == pytest.approx({m: 0.5 for m in MODES}, abs=2e-3)  # listwise: unshown letters ~0
     assert set(res.timings) == set(STAGES) and all(v >= 0 for v in res.timings.values())
     assert res.llm_calls == 3 and res.forward_tokens > 0  # one prefix per mode
-    # 4 pointwise + 2 * min(10, 6 pairs) pairwise + 3 listwise shuffles
-    assert engine.calls == [(4, ("1", "2", "3", "4", "5")), (12, ("Yes", "No")), (3, tuple("ABCDEFGHIJKLMNOPQRST"))]
+    # 4 pointwise + 2 * min(5 (the default budget), 6 pairs) pairwise + 3 listwise shuffles
+    assert engine.calls == [(4, ("1", "2", "3", "4", "5")), (10, ("Yes", "No")), (3, tuple("ABCDEFGHIJKLMNOPQRST"))]
 
 
 def test_rank_many_shares_one_engine_call_per_mode():
@@ -112,7 +112,7 @@ def test_rank_many_shares_one_engine_call_per_mode():
     reqs = [request(), other, request(modes=("pointwise",))]
     engine = KeywordEngine()
     batched = Ranker(engine).rank_many(reqs)
-    assert [n for n, _ in engine.calls] == [4 + 2 + 4, 12 + 2, 3 + 3]
+    assert [n for n, _ in engine.calls] == [4 + 2 + 4, 10 + 2, 3 + 3]  # pairwise: 2 * min(budget 5, 6 pairs)
     singles = [Ranker(KeywordEngine()).rank(r) for r in reqs]
     for b, s in zip(batched, singles):
         assert [i.item_id for i in b.items] == [i.item_id for i in s.items]
@@ -142,16 +142,18 @@ def test_unusable_engine_output_degrades(engine_cls, reason):
 
 
 def test_failure_in_one_request_leaves_the_others_ranked(monkeypatch):
-    import ranker.modes.pointwise as pointwise
+    import dataclasses
 
-    real_plan = pointwise.plan
+    from ranker.modes.registry import MODE_REGISTRY
+
+    spec = MODE_REGISTRY["pointwise"]
 
     def plan(user, candidates, **kw):
         if user.user_id == "bad":
             raise RuntimeError("boom")
-        return real_plan(user, candidates, **kw)
+        return spec.plan(user, candidates, **kw)
 
-    monkeypatch.setattr(pointwise, "plan", plan)
+    monkeypatch.setitem(MODE_REGISTRY, "pointwise", dataclasses.replace(spec, plan=plan))
     bad = RankRequest(UserProfile("bad"), list(CANDS))
     good, failed = Ranker(KeywordEngine()).rank_many([request(), bad])
     assert not good.degraded and good.items[0].item_id == "g"

@@ -26,11 +26,10 @@ from candidate_gen.split import leave_one_out
 from ranker.engines.hf import HFEngine
 from ranker.ensemble import EnsembleWeights
 from ranker.ranker import Ranker
-from recranker.settings import Settings
-from recranker.stack import ranker_config
 from service.main import create_app
 from service.pipeline import ServedModel
 from service.resources import Resources
+from stack.settings import Settings, ranker_config
 
 REDIS_URL = os.environ.get("RECRANKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1

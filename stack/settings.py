@@ -1,6 +1,8 @@
 """The one settings object. Read from RECRANKER_* environment variables (or a .env file).
 
 Library code takes explicit arguments; only entry points (CLI, service) build Settings.
+The ranking defaults are not restated here: they come from ``ranker.ranker.RankerConfig``
+(and the bundled model's name from ``ranker.model``), so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-BUNDLED_MODEL = "smollm2-135m-instruct"
+from candidate_gen.base import BACKBONE_NAMES
+from ranker.model import BUNDLED_MODEL
+from ranker.ranker import RankerConfig
+
+_RANKER = RankerConfig()  # the ranking defaults' one home
+# The largest candidate list anything accepts (settings, HTTP bodies): one number.
+CANDIDATE_LIMIT = 200
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADAPTER = REPO_ROOT / "models" / "recranker-smollm2-ml100k"
 
@@ -31,7 +39,7 @@ class Settings(BaseSettings):
 
     # what is served
     dataset: str = Field("ml-100k", description="Dataset name, or a folder with interactions.csv + items.csv.")
-    backbone: Literal["pop", "mf", "lightgcn", "sasrec"] = "lightgcn"
+    backbone: Literal[BACKBONE_NAMES] = "lightgcn"
     base_model: str = Field(BUNDLED_MODEL, description="Bundled model name, a Hugging Face id, or a local checkpoint path.")
     adapter: str | None = Field(str(DEFAULT_ADAPTER), description="PEFT adapter folder; 'none' serves the base model.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -43,14 +51,14 @@ class Settings(BaseSettings):
     vllm_url: str = Field("http://127.0.0.1:8000", description="OpenAI-compatible vLLM server for engine=vllm.")
     vllm_model: str | None = Field(None, description="Model (or LoRA module) name to send to vLLM.")
 
-    # ranking defaults
-    num_candidates: int = Field(10, ge=1, le=200)
-    top_k: int = Field(5, ge=1, le=200)
-    use_hints: bool = True
-    pairwise_budget: int = Field(5, ge=0, description="Pairwise comparisons per request (each asked in both orders).")
-    listwise_shuffles: int = Field(3, ge=1)
-    # 200 tokens (~15-25 titles) keeps a 10-candidate request affordable on a CPU; raise it on a GPU
-    history_token_budget: int = Field(200, ge=32)
+    # ranking defaults (values from RankerConfig)
+    num_candidates: int = Field(10, ge=1, le=CANDIDATE_LIMIT, description="Candidates the backbone retrieves per request.")
+    top_k: int = Field(5, ge=1, le=CANDIDATE_LIMIT, description="Items a request returns by default.")
+    use_hints: bool = _RANKER.use_hints
+    pairwise_budget: int = Field(_RANKER.pairwise_budget, ge=0,
+                                 description="Pairwise comparisons per request (each asked in both orders).")
+    listwise_shuffles: int = Field(_RANKER.listwise_shuffles, ge=1)
+    history_token_budget: int = Field(_RANKER.history_token_budget, ge=32)
 
     # service
     host: str = "127.0.0.1"
@@ -59,7 +67,8 @@ class Settings(BaseSettings):
     api_key: str | None = None
     cache_ttl_s: int = Field(300, ge=0)
     user_history_max: int = Field(200, ge=1)
-    max_candidates: int = Field(50, ge=1)
+    max_candidates: int = Field(50, ge=1, le=CANDIDATE_LIMIT,
+                                description="Most candidates one request may send or ask the backbone for.")
     max_batch_requests: int = Field(32, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     request_timeout_s: float = Field(60.0, gt=0)
@@ -87,7 +96,15 @@ class Settings(BaseSettings):
 
 
 def get_settings(**overrides) -> Settings:
+    """Settings from the environment, with keyword overrides (entry points and tests)."""
     return Settings(**overrides)
+
+
+def ranker_config(settings: Settings, **overrides) -> RankerConfig:
+    """The ranker's config as the settings choose it (plus overrides)."""
+    base = dict(pairwise_budget=settings.pairwise_budget, listwise_shuffles=settings.listwise_shuffles,
+                history_token_budget=settings.history_token_budget, use_hints=settings.use_hints)
+    return RankerConfig(**(base | overrides))
 
 
 def describe_settings_error(error: ValidationError) -> str:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from service.batching import MicroBatcher, QueueFull
+from service.microbatch import MicroBatcher, QueueFull
 from service.metrics import ServiceMetrics
 
 

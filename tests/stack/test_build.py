@@ -8,8 +8,8 @@ import pydantic
 import pytest
 import torch
 
-from recranker.settings import Settings
-from recranker.stack import build_engine
+from stack.settings import Settings
+from stack.build import build_engine
 
 
 @pytest.mark.slow

@@ -1,0 +1,49 @@
+"""The adapter value: which LoRA adapter is served, named once and handed to every engine.
+
+``Adapter`` carries what the rest of the stack reports or needs about it: its folder, its
+name (the folder name; vLLM serves it under that name, ``--lora-modules NAME=PATH``), its
+revision (a content hash: names the exact weights in responses and cache keys) and the
+hybrid ensemble weights tuned beside it (``hybrid_weights.json``). It is built once by
+``load_adapter`` (the composition root, ``stack.build``, calls it from the settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.checksum import sha256_files
+from ranker.ensemble import EnsembleWeights, load_weights
+from ranker.model import ModelError
+
+CONFIG_FILE = "adapter_config.json"
+
+
+class AdapterError(ModelError):
+    """The adapter folder is missing or not a PEFT adapter; the message says which."""
+
+
+@dataclass(frozen=True)
+class Adapter:
+    path: Path
+    name: str
+    revision: str
+    weights: EnsembleWeights
+
+
+def adapter_revision(path: Path) -> str:
+    """Short content hash of an adapter's config and weights: names the exact adapter served."""
+    path = Path(path)
+    return sha256_files([path / CONFIG_FILE, *sorted(path.glob("adapter_model.*"))])[:16]
+
+
+def load_adapter(path: str | Path, name: str | None = None) -> Adapter:
+    """Resolve an adapter folder: name (default: the folder's name), revision and weights."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise AdapterError(f"adapter folder {folder} does not exist; train one, point RECRANKER_ADAPTER "
+                           "at it, or set RECRANKER_ADAPTER=none to serve the base model")
+    if not (folder / CONFIG_FILE).is_file():
+        raise AdapterError(f"adapter folder {folder} has no {CONFIG_FILE}")
+    return Adapter(path=folder, name=name or folder.name, revision=adapter_revision(folder),
+                   weights=load_weights(folder))

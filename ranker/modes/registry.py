@@ -1,0 +1,41 @@
+"""The one mode registry: per mode its label set and its plan / collect pair.
+
+Serving (``Ranker.plans`` and the per-mode engine call), training (the instruction
+builders in ``training.instructions`` are keyed by and checked against it) and evaluation
+(its rows) all read this table, so adding a mode is one entry here plus its module.
+See docs/method.md, "The three modes".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ranker.modes import listwise, pairwise, pointwise
+from ranker.modes.base import ModePlan
+from ranker.prompts import LISTWISE_LABELS, PAIRWISE_LABELS, POINTWISE_LABELS
+from ranker.types import MODES, Mode, ModeScores
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    name: Mode
+    labels: tuple[str, ...]  # the tokens whose probabilities the engine reads
+    plan: Callable[..., ModePlan]  # plan(user, candidates, *, hints, config, count_tokens, **options(cfg))
+    collect: Callable[[ModePlan, np.ndarray], ModeScores]
+    options: Callable[[Any], dict]  # the mode's own knobs, read from a RankerConfig
+
+
+MODE_REGISTRY: Mapping[Mode, ModeSpec] = {
+    "pointwise": ModeSpec("pointwise", POINTWISE_LABELS, pointwise.plan, pointwise.collect, lambda cfg: {}),
+    "pairwise": ModeSpec("pairwise", PAIRWISE_LABELS, pairwise.plan, pairwise.collect,
+                         lambda cfg: {"budget": cfg.pairwise_budget, "seed": cfg.seed}),
+    "listwise": ModeSpec("listwise", LISTWISE_LABELS, listwise.plan, listwise.collect,
+                         lambda cfg: {"shuffles": cfg.listwise_shuffles, "seed": cfg.seed}),
+}
+assert tuple(MODE_REGISTRY) == MODES, "the registry and ranker.types.MODES must list the same modes in order"
+
+LABEL_SETS: Mapping[Mode, tuple[str, ...]] = {m: spec.labels for m, spec in MODE_REGISTRY.items()}

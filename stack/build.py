@@ -1,0 +1,127 @@
+"""The composition root: the one loader every entry point uses.
+
+``build_stack(settings, ...)`` loads the dataset and its split, the backbone (trained and
+saved when absent) with its FAISS candidate generator, resolves the adapter once
+(``ranker.adapter.Adapter``: path, name, revision, hybrid weights), and builds the engine
+the settings choose (HF or vLLM, both given that adapter) and the ranker. The service
+(``service.resources``) and the CLI's evaluation and training commands call it; pieces
+(``load_split``, ``resolve_adapter``, ``build_engine``, ``build_ranker``) are public for
+commands that need only part of the stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ranker.adapter import Adapter
+from ranker.ranker import Ranker
+from stack.settings import Settings, adapter_or_none, ranker_config
+
+if TYPE_CHECKING:  # torch and faiss load only when a stack is built
+    from candidate_gen.artifacts import LoadedBackbone
+    from candidate_gen.data import Dataset
+    from candidate_gen.retrieve import CandidateGenerator
+    from candidate_gen.split import Split
+    from ranker.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+_FROM_SETTINGS = object()  # "use settings.adapter": distinct from None, which means no adapter
+
+
+class StackError(RuntimeError):
+    """A resource is missing or inconsistent; the message says which and what to do."""
+
+
+@dataclass
+class Stack:
+    """Everything a ranking process holds: data, candidates, and the LLM ranker."""
+
+    dataset: Dataset
+    split: Split
+    backbone: LoadedBackbone
+    generator: CandidateGenerator
+    adapter: Adapter | None
+    engine: Engine
+    ranker: Ranker
+
+
+def load_split(settings: Settings, dataset: str | None = None, dataset_path: str | None = None) -> Split:
+    """The leave-one-out split of a dataset: a folder path, a name, or settings.dataset."""
+    from candidate_gen.download import load_dataset
+    from candidate_gen.split import leave_one_out
+
+    name = dataset_path or dataset or settings.dataset
+    return leave_one_out(load_dataset(name, settings.resolved_data_dir, url=settings.ml100k_url))
+
+
+def load_backbone(settings: Settings, split: Split, name: str | None = None, seed: int = 0) -> LoadedBackbone:
+    """The saved backbone for this split (trained and saved when absent), checked against its catalog."""
+    from candidate_gen.artifacts import ensure_backbone
+
+    name = name or settings.backbone
+    loaded = ensure_backbone(settings.home, split, name, seed=seed)
+    if list(loaded.item_ids) != list(split.dataset.item_ids):
+        raise StackError(f"backbone {name} was trained on another item catalog than {split.dataset.name}: "
+                         f"retrain it (recranker backbone train --model {name})")
+    return loaded
+
+
+def resolve_adapter(settings: Settings, adapter: str | None | object = _FROM_SETTINGS) -> Adapter | None:
+    """The one place an adapter setting becomes an Adapter. ``adapter``: a folder, 'none',
+    or left out for settings.adapter (RECRANKER_ADAPTER)."""
+    from ranker.adapter import AdapterError, load_adapter
+
+    folder = settings.adapter if adapter is _FROM_SETTINGS else adapter_or_none(adapter)
+    if folder is None:
+        return None
+    try:
+        return load_adapter(folder)
+    except AdapterError as e:
+        raise StackError(str(e)) from None
+
+
+def build_engine(settings: Settings, adapter: Adapter | None = None) -> Engine:
+    """The engine for ``settings.engine``, serving ``adapter`` (None: the base model)."""
+    from ranker.engines.factory import create_engine
+    from ranker.model import prepare_model
+
+    # vLLM scores token ids made by our own tokenizer, so training, HF and vLLM agree exactly
+    model_path = prepare_model(settings.base_model, settings.models_dir)
+    if settings.engine == "hf":
+        return create_engine("hf", model_path=model_path, adapter=adapter, device=settings.device,
+                             dtype=None if settings.dtype == "auto" else settings.dtype)
+    return create_engine("vllm", base_url=settings.vllm_url, model=settings.vllm_model or settings.base_model,
+                         tokenizer_path=model_path, adapter=adapter)
+
+
+def build_ranker(settings: Settings, adapter: Adapter | None, **config_overrides) -> Ranker:
+    """Engine + the adapter's tuned hybrid weights (defaults without one) + the settings' config."""
+    from ranker.ensemble import EnsembleWeights
+
+    engine = build_engine(settings, adapter)
+    weights = adapter.weights if adapter is not None else EnsembleWeights()
+    return Ranker(engine, ranker_config(settings, **config_overrides), weights)
+
+
+def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path: str | None = None,
+                backbone: str | None = None, seed: int = 0,
+                adapter: str | None | object = _FROM_SETTINGS) -> Stack:
+    """Load everything (see the module docstring); arguments override the settings."""
+    from candidate_gen.retrieve import CandidateGenerator
+
+    t = time.perf_counter()
+    split = load_split(settings, dataset, dataset_path)
+    loaded = load_backbone(settings, split, backbone, seed)
+    generator = CandidateGenerator.from_backbone(loaded.backbone, "exact")
+    log.info("dataset %s + %s backbone + index ready in %.1fs", split.dataset.name, loaded.backbone.name,
+             time.perf_counter() - t)
+    t = time.perf_counter()
+    resolved = resolve_adapter(settings, adapter)
+    ranker = build_ranker(settings, resolved)
+    log.info("engine %s (adapter %s) ready in %.1fs", ranker.engine.model_name, ranker.engine.adapter_name,
+             time.perf_counter() - t)
+    return Stack(split.dataset, split, loaded, generator, resolved, ranker.engine, ranker)

@@ -1,0 +1,167 @@
+"""The offline pipeline steps the command line runs, as plain functions.
+
+Each takes the settings plus the command's own choices and returns what the CLI prints or
+writes, so ``recranker.cli`` only parses arguments and prints. Loading goes through the
+composition root (``stack.build``), the same loader the service uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stack.build import Stack, build_stack, load_backbone, load_split
+from stack.settings import Settings, ranker_config
+
+if TYPE_CHECKING:
+    from candidate_gen.split import Split
+
+
+class PipelineError(ValueError):
+    """A pipeline step cannot run with these choices; the message says why."""
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """Which dataset a command reads: a name, a folder, or None for settings.dataset."""
+
+    dataset: str | None = None
+    dataset_path: str | None = None
+
+    def split(self, settings: Settings) -> Split:
+        return load_split(settings, self.dataset, self.dataset_path)
+
+
+# ---- backbones -----------------------------------------------------------------------------
+
+
+def train_backbone_artifact(settings: Settings, data: DataChoice, model: str, seed: int) -> tuple[Path, dict]:
+    """Train ``model``, evaluate it on test users, save it under the home; (folder, test result)."""
+    from candidate_gen.artifacts import backbone_dir, save_backbone
+    from candidate_gen.evaluate import evaluate_backbone
+    from candidate_gen.train import train_backbone
+
+    split = data.split(settings)
+    backbone, metrics = train_backbone(split, model, seed=seed)
+    folder = backbone_dir(settings.home, split.dataset.name, model)
+    test = evaluate_backbone(backbone, split, stage="test")
+    save_backbone(backbone, folder, {**metrics, "test": test, "dataset": split.dataset.name,
+                                     "fingerprint": split.dataset.fingerprint, "seed": seed},
+                  item_ids=split.dataset.item_ids, user_ids=split.dataset.user_ids)
+    return folder, test
+
+
+def evaluate_backbone_artifact(settings: Settings, data: DataChoice, model: str, seed: int) -> dict:
+    """HR/NDCG of the saved backbone (trained when absent) on every test user."""
+    from candidate_gen.evaluate import evaluate_backbone
+
+    split = data.split(settings)
+    loaded = load_backbone(settings, split, model, seed)
+    result = evaluate_backbone(loaded.backbone, split, stage="test")
+    return {"dataset": split.dataset.name, "model": model, "users": result["users"], "metrics": result["metrics"]}
+
+
+# ---- LLM evaluation and hybrid weights ---------------------------------------------------
+
+
+def _eval_stack(settings: Settings, data: DataChoice, backbone: str, seed: int, adapter: str | None) -> Stack:
+    """The stack for an evaluation; ``adapter`` None = settings.adapter, 'none' = base model."""
+    kwargs = {} if adapter is None else {"adapter": adapter}
+    return build_stack(settings, dataset=data.dataset, dataset_path=data.dataset_path, backbone=backbone,
+                       seed=seed, **kwargs)
+
+
+def _outcomes(settings: Settings, built: Stack, config):
+    from training.evaluate import cache_key, collect
+
+    cache = settings.home / "eval-cache" / f"{cache_key(config, built.ranker, built.backbone.meta)}.jsonl"
+    return collect(built.split, built.generator, built.ranker, config, cache_path=cache)
+
+
+@dataclass
+class EvaluationRun:
+    result: dict  # the JSON written by `recranker evaluate`
+    tables: list[str]  # markdown tables, two per hint setting
+    charts: list[tuple[dict, str, str]]  # (rows, suffix, title) per hint setting, for bar charts
+
+
+def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter: str | None, users: int | None,
+                 seed: int, num_candidates: int, stage: str, hints: str) -> EvaluationRun:
+    """The paper's protocol for each hint setting ('on', 'off', 'both'): backbone vs each
+    mode vs hybrid, HR/NDCG@3,5, over all users and the subset whose target is a candidate."""
+    from training.evaluate import EvalConfig, report
+    from training.report import markdown_table
+
+    built = _eval_stack(settings, data, backbone, seed, adapter)
+    ranker, name = built.ranker, built.dataset.name
+    adapter_path = str(built.adapter.path) if built.adapter else None
+    out: dict = {"dataset": name, "backbone": backbone, "adapter": adapter_path,
+                 "model": ranker.engine.model_name, "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict()}
+    hint_settings = {"on": [True], "off": [False], "both": [True, False]}[hints]
+    tables, charts = [], []
+    for use_hints in hint_settings:
+        config = EvalConfig(stage=stage, num_candidates=num_candidates, use_hints=use_hints, users=users, seed=seed)
+        result = report(_outcomes(settings, built, config), ranker.weights, seed=seed)
+        key = "with_hints" if use_hints else "without_hints"
+        out[key] = result
+        title = (f"{name}, {backbone} candidates, adapter={adapter_path or 'none'}, "
+                 f"hints={'on' if use_hints else 'off'}, {result['users']} users")
+        tables.append(markdown_table(result["rows"], title))
+        tables.append(markdown_table(result["rows_target_in_candidates"],
+                                     f"subset whose test item is a candidate ({result['users_with_target_in_candidates']} users)"))
+        charts.append((result["rows"], key, title))
+    first = out["with_hints" if hint_settings[0] else "without_hints"]
+    out["users"] = first["users"]
+    out["rows"] = first["rows"]
+    return EvaluationRun(out, tables, charts)
+
+
+def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str, adapter: str | None,
+                          users: int | None, seed: int, num_candidates: int) -> tuple[dict, int, Path]:
+    """Grid-search the hybrid weights on validation users; write them beside the adapter.
+    Returns (weights, users evaluated, file written)."""
+    from training.evaluate import EvalConfig
+    from training.weights import choose_weights, save_weights
+
+    built = _eval_stack(settings, data, backbone, seed, adapter)
+    if built.adapter is None:
+        raise PipelineError("choosing weights needs an adapter folder to write hybrid_weights.json into (--adapter)")
+    config = EvalConfig(stage="valid", num_candidates=num_candidates, use_hints=True, users=users, seed=seed)
+    outcomes = _outcomes(settings, built, config)
+    best, table = choose_weights(outcomes)
+    path = save_weights(best, built.adapter.path, {"stage": "valid", "users": len(outcomes),
+                                                   "users_with_target_in_candidates": sum(o.target_is_candidate for o in outcomes),
+                                                   "metric": "NDCG@3", "seed": seed, "top": table[:10]})
+    return best.to_dict(), len(outcomes), path
+
+
+# ---- instruction data --------------------------------------------------------------------
+
+
+def build_instruction_dataset(settings: Settings, data: DataChoice, *, backbone: str, sampling: str, budget: int,
+                              hints: bool, seed: int, out: str | None) -> tuple[Path, int, dict, int]:
+    """Sample users, build the three-task instruction dataset, write it.
+    Returns (folder, examples, per-task counts, unique users)."""
+    from transformers import AutoTokenizer
+
+    from ranker.engines.tokens import encode_text
+    from ranker.model import prepare_model
+    from training.instructions import InstructionConfig, build_instructions, dataset_manifest, write_dataset
+    from training.sampling import SamplingConfig, sample_users, save_sampled
+
+    split = data.split(settings)
+    loaded = load_backbone(settings, split, backbone, seed)
+    sampled = sample_users(split, SamplingConfig(method=sampling, budget=budget), seed=seed,
+                           backbone=loaded.backbone, backbone_user_ids=loaded.user_ids)
+    folder = Path(out or settings.home / "instructions" / f"{split.dataset.name}-{backbone}-{sampling}-{budget}")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_sampled(sampled, split, folder / "sampled_users.json")
+    # the serving tokenizer and prompt settings cut histories exactly as serving does; no weights needed
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare_model(settings.base_model, settings.models_dir)))
+    config = InstructionConfig(hints=hints, prompt=ranker_config(settings).prompt_config)
+    rows = build_instructions(split, loaded, sampled, config, seed=seed,
+                              count_tokens=lambda text: len(encode_text(tokenizer, text)))
+    manifest = dataset_manifest(rows, split, loaded, sampled, config, seed)
+    write_dataset(rows, manifest, folder)
+    return folder, len(rows), manifest["counts"], sampled.n_unique
