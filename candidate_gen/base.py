@@ -15,6 +15,9 @@ import numpy as np
 # The backbone names, listed once (torch-free, so settings and the CLI can read them);
 # candidate_gen.train.TRAINERS holds each one's training and must list the same names.
 BACKBONE_NAMES = ("pop", "mf", "lightgcn", "sasrec")
+# How many candidates the backbone retrieves for the LLM by default (the paper re-ranks the
+# backbone's top 10); settings, evaluation and instruction building all start from it.
+NUM_CANDIDATES = 10
 
 
 class Backbone(ABC):

@@ -46,19 +46,19 @@ class CandidateGenerator:
         return self.index.n_items
 
     def candidates(
-        self, user: int | None, history: Sequence[int], n: int, exclude: Collection[int] | None = None
+        self, user: int | None, history: Sequence[int], num_candidates: int, exclude: Collection[int] | None = None
     ) -> list[ScoredItem]:
-        """The ``n`` best items not in ``exclude`` (default: the history), best first.
+        """The ``num_candidates`` best items not in ``exclude`` (default: the history), best first.
 
-        Fewer than ``n`` come back only when fewer than ``n`` items are left unexcluded.
+        Fewer come back only when fewer items are left unexcluded.
         """
-        return self.candidates_many([user], [history], n, None if exclude is None else [exclude])[0]
+        return self.candidates_many([user], [history], num_candidates, None if exclude is None else [exclude])[0]
 
     def candidates_many(
         self,
         users: Sequence[int | None],
         histories: Sequence[Sequence[int]],
-        n: int,
+        num_candidates: int,
         excludes: Sequence[Collection[int]] | None = None,
         *,
         threads: int | None = -1,
@@ -72,8 +72,8 @@ class CandidateGenerator:
             raise ValueError(f"got {len(users)} users but {len(histories)} histories")
         if excludes is not None and len(excludes) != len(users):
             raise ValueError(f"got {len(users)} users but {len(excludes)} exclude sets")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if not isinstance(num_candidates, int) or isinstance(num_candidates, bool) or num_candidates < 1:
+            raise ValueError(f"num_candidates must be a positive integer, got {num_candidates!r}")
         if not users:
             return []
         for history in histories:
@@ -81,7 +81,7 @@ class CandidateGenerator:
         queries = np.stack([self._query(u, h) for u, h in zip(users, histories, strict=True)])
         if excludes is None:
             excludes = [set(h) for h in histories]
-        ids, scores = self.index.search(queries, n, excludes, threads=threads)
+        ids, scores = self.index.search(queries, num_candidates, excludes, threads=threads)
         return [
             [ScoredItem(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
             for row_ids, row_scores in zip(ids, scores, strict=True)

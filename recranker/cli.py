@@ -38,6 +38,10 @@ def _write_json(path: str | None, payload: dict) -> None:
     print(f"wrote {out}")
 
 
+def _num_candidates(args, settings: Settings) -> int:
+    return settings.num_candidates if args.candidates is None else args.candidates
+
+
 def _data(args) -> DataChoice:
     return DataChoice(args.dataset, args.dataset_path)
 
@@ -69,7 +73,7 @@ def cmd_model_prepare(args, settings: Settings) -> None:
 
 def cmd_evaluate(args, settings: Settings) -> None:
     run = pipeline.evaluate_llm(settings, _data(args), backbone=args.backbone, adapter=args.adapter,
-                                users=args.users, seed=args.seed, num_candidates=args.candidates,
+                                users=args.users, seed=args.seed, num_candidates=_num_candidates(args, settings),
                                 stage=args.stage, hints=args.hints)
     if args.chart:
         from training.report import bar_chart
@@ -86,7 +90,7 @@ def cmd_weights(args, settings: Settings) -> None:
     try:
         weights, n_users, path = pipeline.choose_hybrid_weights(
             settings, _data(args), backbone=args.backbone, adapter=args.adapter, users=args.users,
-            seed=args.seed, num_candidates=args.candidates)
+            seed=args.seed, num_candidates=_num_candidates(args, settings))
     except pipeline.PipelineError as e:
         raise CLIError(str(e)) from None
     print(f"chose {weights} on {n_users} validation users; wrote {path}")
@@ -194,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--adapter", help="PEFT adapter folder, or 'none' for the base model (default: RECRANKER_ADAPTER)")
         sp.add_argument("--users", type=int, help="evaluate a seeded random subset of users")
         sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--candidates", type=int, default=10, help="backbone candidates per user")
+        sp.add_argument("--candidates", type=int, help="backbone candidates per user (default: RECRANKER_NUM_CANDIDATES, 10)")
 
     sp = sub.add_parser("evaluate", help="the paper's protocol: backbone vs each mode vs hybrid, HR/NDCG@3,5")
     eval_args(sp)

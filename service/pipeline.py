@@ -133,7 +133,7 @@ class RankingService:
             "backbone": s.backbone, "data": s.data_fingerprint, "user": j.user_id, "state": p.state.version,
             "history": [dataclasses.astuple(h) for h in j.history] if j.history is not None else None,
             "candidates": [dataclasses.astuple(c) for c in j.candidates] if j.candidates is not None else None,
-            "n": j.num_candidates if j.candidates is None else None, "k": j.k, "modes": list(j.modes),
+            "num_candidates": j.num_candidates if j.candidates is None else None, "k": j.k, "modes": list(j.modes),
             "weights": j.weights, "hints": j.use_hints,
         })
 

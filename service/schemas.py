@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from ranker.types import MODES, Mode
 from service.catalog import HistoryRef, ItemRef
 from service.store import StoredEvent
+from stack.settings import CANDIDATE_LIMIT
 
 
 def _id_to_str(v: Any) -> Any:
@@ -76,8 +77,8 @@ class RankIn(_In):
     candidates: list[ItemId | CandidateIn] | None = Field(
         None, description="Items to rank (catalog ids, or {item_id, title} for new items). "
         "Omitted: the backbone retrieves num_candidates items the user has not seen.")
-    k: int | None = Field(None, ge=1, le=200, description="Items to return (default RECRANKER_TOP_K).")
-    num_candidates: int | None = Field(None, ge=1, le=200, description="Items to retrieve when candidates is omitted.")
+    k: int | None = Field(None, ge=1, le=CANDIDATE_LIMIT, description="Items to return (default RECRANKER_TOP_K).")
+    num_candidates: int | None = Field(None, ge=1, le=CANDIDATE_LIMIT, description="Items to retrieve when candidates is omitted.")
     modes: list[Mode] = Field(list(MODES), min_length=1, description="LLM ranking modes to combine.")
     weights: WeightsIn | None = None
     use_hints: bool | None = Field(None, description="Show the backbone's opinion in prompts (default RECRANKER_USE_HINTS).")

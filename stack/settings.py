@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from candidate_gen.base import BACKBONE_NAMES
+from candidate_gen.base import BACKBONE_NAMES, NUM_CANDIDATES
 from ranker.model import BUNDLED_MODEL
 from ranker.ranker import RankerConfig
 
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     vllm_model: str | None = Field(None, description="Model (or LoRA module) name to send to vLLM.")
 
     # ranking defaults (values from RankerConfig)
-    num_candidates: int = Field(10, ge=1, le=CANDIDATE_LIMIT, description="Candidates the backbone retrieves per request.")
+    num_candidates: int = Field(NUM_CANDIDATES, ge=1, le=CANDIDATE_LIMIT, description="Candidates the backbone retrieves per request.")
     top_k: int = Field(5, ge=1, le=CANDIDATE_LIMIT, description="Items a request returns by default.")
     use_hints: bool = _RANKER.use_hints
     pairwise_budget: int = Field(_RANKER.pairwise_budget, ge=0,

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from candidate_gen.base import NUM_CANDIDATES
 from candidate_gen.evaluate import liked_history
 from candidate_gen.retrieve import CandidateGenerator
 from candidate_gen.split import Split
@@ -42,7 +43,7 @@ ROWS = ("backbone", *MODE_REGISTRY, "hybrid")
 @dataclass(frozen=True)
 class EvalConfig:
     stage: Stage = "test"
-    num_candidates: int = 10
+    num_candidates: int = NUM_CANDIDATES
     use_hints: bool = True
     users: int | None = None  # evaluate a seeded random subset; None = every user with a held-out item
     seed: int = 0

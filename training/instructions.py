@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from candidate_gen.base import NUM_CANDIDATES
 from candidate_gen.split import Event, Split
 from ranker import hints as H
 from ranker import prompts as P
@@ -52,7 +53,7 @@ class InstructionConfig:
     hints: bool = True  # backbone hints in the prompts (switch off for the ablation)
     hard_negative_ratio: float = 0.5  # share of negatives drawn from the backbone's top unseen items
     hard_pool: int = 50  # hard negatives come from the backbone's top-`hard_pool` unseen items
-    n_candidates: int = 10  # pointwise: size of the candidate set its rank hint refers to (as served)
+    num_candidates: int = NUM_CANDIDATES  # pointwise: size of the candidate set its rank hint refers to (as served)
     pairwise_dislike_ratio: float = 0.5  # pairwise: chance the negative is a disliked item (when any)
     listwise_fives: int = 3  # listwise rated candidates: items rated 5 ...
     listwise_fours: int = 2  # ... and rated 4 (shortfalls are filled from the other grade)
@@ -67,8 +68,8 @@ class InstructionConfig:
         for name in ("hard_negative_ratio", "pairwise_dislike_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.hard_pool < 1 or self.n_candidates < 2 or self.min_history < 0:
-            raise ValueError("hard_pool must be >= 1, n_candidates >= 2 and min_history >= 0")
+        if self.hard_pool < 1 or self.num_candidates < 2 or self.min_history < 0:
+            raise ValueError("hard_pool must be >= 1, num_candidates >= 2 and min_history >= 0")
         if self.listwise_fives < 0 or self.listwise_fours < 0 or self.listwise_rated < 1:
             raise ValueError("listwise_fives and listwise_fours must be >= 0 with at least one rated item")
         if self.listwise_rated + self.listwise_negatives > P.MAX_LISTWISE:
@@ -157,7 +158,7 @@ def pointwise_example(user: _User, cfg: InstructionConfig, rng: np.random.Genera
     if len(history) < cfg.min_history:  # the user rated the target item more than once
         return None
     # the rank hint refers to a served-like candidate set: the target among negatives
-    others = [i for i, _ in user.negatives(cfg.n_candidates - 1, cfg.hard_negative_ratio, rng)]
+    others = [i for i, _ in user.negatives(cfg.num_candidates - 1, cfg.hard_negative_ratio, rng)]
     cands = user.candidates([target.item, *others], history, cfg.hints)
     hint = H.pointwise_hint(cands[0], cands) if cfg.hints else None
     prompt = P.pointwise_prompt(profile, cands[0], hint, config=cfg.prompt, count_tokens=count_tokens)

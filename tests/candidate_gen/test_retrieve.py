@@ -45,19 +45,19 @@ def generator(request):
 
 
 def test_top_n_unseen_items_with_scores(generator):
-    got = generator.candidates(0, [5, 3], n=3)
+    got = generator.candidates(0, [5, 3], num_candidates=3)
     assert got == [ScoredItem(4, 4.0), ScoredItem(2, 2.0), ScoredItem(1, 1.0)]
-    assert generator.candidates(1, [0], n=2) == [ScoredItem(1, 4.0), ScoredItem(2, 3.0)]
+    assert generator.candidates(1, [0], num_candidates=2) == [ScoredItem(1, 4.0), ScoredItem(2, 3.0)]
 
 
 def test_explicit_exclude_replaces_history(generator):
-    got = generator.candidates(0, [5], n=2, exclude={4})
+    got = generator.candidates(0, [5], num_candidates=2, exclude={4})
     assert [c.item for c in got] == [5, 3]
 
 
 def test_cold_user_queries_from_history(generator):
     # mean of items 0 and 1 is [0.5, 4.5]: favours high y, so item 2 then 3
-    got = generator.candidates(None, [0, 1], n=2)
+    got = generator.candidates(None, [0, 1], num_candidates=2)
     assert [c.item for c in got] == [2, 3]
     assert got[0].score == pytest.approx(0.5 * 2 + 4.5 * 3)
 
@@ -65,20 +65,20 @@ def test_cold_user_queries_from_history(generator):
 def test_sequential_backbone_follows_history_order():
     gen = CandidateGenerator(LastItemBackbone(), ItemIndex.build(ITEMS))
     # same items, different latest item -> different neighbours
-    assert [c.item for c in gen.candidates(7, [0, 5], n=1)] == [4]
-    assert [c.item for c in gen.candidates(7, [5, 0], n=1)] == [1]
+    assert [c.item for c in gen.candidates(7, [0, 5], num_candidates=1)] == [4]
+    assert [c.item for c in gen.candidates(7, [5, 0], num_candidates=1)] == [1]
 
 
 def test_fewer_candidates_than_asked_when_catalog_runs_out(generator):
-    got = generator.candidates(0, [0, 1, 2, 3], n=5)
+    got = generator.candidates(0, [0, 1, 2, 3], num_candidates=5)
     assert [c.item for c in got] == [5, 4]
 
 
 def test_candidates_many_matches_one_by_one(generator):
     users, histories = [0, 1, None], [[5], [0, 2], [0, 1]]
-    many = generator.candidates_many(users, histories, n=3, threads=None)
-    assert many == [generator.candidates(u, h, n=3) for u, h in zip(users, histories)]
-    assert generator.candidates_many([], [], n=3) == []
+    many = generator.candidates_many(users, histories, num_candidates=3, threads=None)
+    assert many == [generator.candidates(u, h, num_candidates=3) for u, h in zip(users, histories)]
+    assert generator.candidates_many([], [], num_candidates=3) == []
 
 
 def test_score_delegates_to_backbone(generator):
@@ -94,11 +94,11 @@ def test_index_must_match_backbone():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda g: g.candidates(0, [9], n=2), r"history contains item indices outside 0\.\.5: \[9\]"),
+        (lambda g: g.candidates(0, [9], num_candidates=2), r"history contains item indices outside 0\.\.5: \[9\]"),
         (lambda g: g.score(0, [], [1, -1]), r"items contains item indices outside 0\.\.5: \[-1\]"),
-        (lambda g: g.candidates(0, [], n=0), "n must be a positive integer"),
-        (lambda g: g.candidates_many([0, 1], [[]], n=2), "2 users but 1 histories"),
-        (lambda g: g.candidates(None, [], n=2), "non-finite query"),
+        (lambda g: g.candidates(0, [], num_candidates=0), "num_candidates must be a positive integer"),
+        (lambda g: g.candidates_many([0, 1], [[]], num_candidates=2), "2 users but 1 histories"),
+        (lambda g: g.candidates(None, [], num_candidates=2), "non-finite query"),
     ],
 )
 def test_bad_input_is_named(call, message):
