@@ -1,4 +1,4 @@
-"""The paper's leave-one-out split on likes (method.md §2).
+"""The paper's leave-one-out split on likes (docs/method.md §2).
 
 Per user, events are ordered by (timestamp, file order). Likes are ratings >= 4,
 dislikes <= 2. The last like is the test event, the one before it the validation

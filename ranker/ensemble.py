@@ -1,4 +1,4 @@
-"""Hybrid ranking (docs/method.md, "Hybrid ranking"): per-request normalised mode scores, weighted, plus a
+"""Hybrid ranking (docs/method.md §8): per-request normalised mode scores, weighted, plus a
 backbone prior.
 
     hybrid(i) = sum over modes m that ran of w_m * z_m(i)  +  w_backbone * z_backbone(i)

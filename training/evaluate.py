@@ -1,4 +1,4 @@
-"""Offline evaluation under the paper's protocol (docs/method.md, "Evaluation protocol").
+"""Offline evaluation under the paper's protocol (docs/method.md §9).
 
 For each evaluated user the backbone's top-N unseen items are the candidates; the LLM
 re-ranks them in every mode at once (one Ranker call gives each mode's scores and the

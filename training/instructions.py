@@ -1,5 +1,4 @@
-"""The instruction dataset: pointwise, pairwise and listwise examples (docs/method.md,
-"Instruction tuning" and "Prompts").
+"""The instruction dataset: pointwise, pairwise and listwise examples (docs/method.md §5, §6).
 
 Every example is rendered with the ranker's own prompt builders (``ranker.prompts``) and
 hints (``ranker.hints``), so training text and serving text cannot drift apart.

@@ -1,4 +1,4 @@
-"""Adaptive user sampling: which users become instruction examples (method.md §4).
+"""Adaptive user sampling: which users become instruction examples (docs/method.md §4).
 
 Budget N draws with replacement, built from two draws of M = 0.6 N each:
 - importance-aware: P(u) proportional to ln(1 + n_u), n_u = the user's training likes.

@@ -1,4 +1,4 @@
-"""LoRA instruction tuning of the base LLM on an instruction dataset (method.md §1 step 4).
+"""LoRA instruction tuning of the base LLM on an instruction dataset (docs/method.md §1 step 4).
 
 Examples are tokenized exactly as serving tokenizes them (``training.collate``), the
 loss covers the answer tokens only, and the base model is the one serving loads

@@ -3,7 +3,7 @@
 Serving (``Ranker.plans`` and the per-mode engine call), training (the instruction
 builders in ``training.instructions`` are keyed by and checked against it) and evaluation
 (its rows) all read this table, so adding a mode is one entry here plus its module.
-See docs/method.md, "The three modes".
+See docs/method.md §7.
 """
 
 from __future__ import annotations
