@@ -123,7 +123,7 @@ def cmd_model_card(args, settings: Settings) -> None:
 
 
 def cmd_serve(args, settings: Settings) -> None:
-    from service.cli import serve
+    from service.server import serve
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     serve(settings.model_copy(update=overrides))

@@ -1,0 +1,73 @@
+"""One settings object whose ranking defaults are the ranker's, one adapter resolution."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from candidate_gen.base import BACKBONE_NAMES, NUM_CANDIDATES
+from candidate_gen.train import TRAINERS
+from ranker.adapter import adapter_revision
+from ranker.ensemble import EnsembleWeights
+from ranker.model import BUNDLED_MODEL
+from ranker.ranker import RankerConfig
+from stack.build import StackError, resolve_adapter
+from stack.settings import CANDIDATE_LIMIT, DEFAULT_ADAPTER, Settings, ranker_config
+
+
+def test_settings_defaults_are_the_rankers() -> None:
+    settings = Settings(_env_file=None)
+    assert ranker_config(settings) == RankerConfig()
+    for f in ("pairwise_budget", "listwise_shuffles", "history_token_budget", "use_hints"):
+        assert getattr(settings, f) == getattr(RankerConfig(), f), f
+    assert settings.base_model == BUNDLED_MODEL
+    assert settings.num_candidates == NUM_CANDIDATES
+
+
+def test_candidate_bounds_come_from_one_number() -> None:
+    from service.schemas import RankIn
+
+    for field in ("num_candidates", "top_k", "max_candidates"):
+        with pytest.raises(ValueError, match="less than or equal"):
+            Settings(_env_file=None, **{field: CANDIDATE_LIMIT + 1})
+    with pytest.raises(ValueError, match="less than or equal"):
+        RankIn(user_id="1", num_candidates=CANDIDATE_LIMIT + 1)
+    assert RankIn(user_id="1", num_candidates=CANDIDATE_LIMIT).num_candidates == CANDIDATE_LIMIT
+
+
+def test_backbone_names_are_listed_once() -> None:
+    assert tuple(TRAINERS) == BACKBONE_NAMES
+    with pytest.raises(ValueError, match="backbone"):
+        Settings(_env_file=None, backbone="bert4rec")
+
+
+def test_adapter_is_resolved_once_with_name_revision_and_weights(tmp_path: Path) -> None:
+    adapter = resolve_adapter(Settings(_env_file=None))  # the shipped default
+    assert adapter is not None and adapter.path == DEFAULT_ADAPTER
+    assert adapter.name == DEFAULT_ADAPTER.name and adapter.revision == adapter_revision(DEFAULT_ADAPTER)
+    stored = json.loads((DEFAULT_ADAPTER / "hybrid_weights.json").read_text())
+    assert adapter.weights == EnsembleWeights(**stored)
+
+    assert resolve_adapter(Settings(_env_file=None), "none") is None
+    assert resolve_adapter(Settings(_env_file=None, adapter="none")) is None
+    with pytest.raises(StackError, match="does not exist"):
+        resolve_adapter(Settings(_env_file=None), str(tmp_path / "missing"))
+    with pytest.raises(StackError, match="adapter_config.json"):
+        resolve_adapter(Settings(_env_file=None), str(tmp_path))
+
+
+def test_adapter_revision_changes_with_the_weights(tmp_path: Path) -> None:
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        (tmp_path / f).write_bytes((DEFAULT_ADAPTER / f).read_bytes())
+    before = adapter_revision(tmp_path)
+    assert before == adapter_revision(DEFAULT_ADAPTER)
+    with open(tmp_path / "adapter_model.safetensors", "ab") as fh:
+        fh.write(b"\0")
+    assert adapter_revision(tmp_path) != before
+
+
+def test_ranker_config_is_frozen_dataclass_of_the_defaults() -> None:
+    assert dataclasses.is_dataclass(RankerConfig) and RankerConfig().pairwise_budget == 5
