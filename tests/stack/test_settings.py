@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -68,6 +67,3 @@ def test_adapter_revision_changes_with_the_weights(tmp_path: Path) -> None:
         fh.write(b"\0")
     assert adapter_revision(tmp_path) != before
 
-
-def test_ranker_config_is_frozen_dataclass_of_the_defaults() -> None:
-    assert dataclasses.is_dataclass(RankerConfig) and RankerConfig().pairwise_budget == 5

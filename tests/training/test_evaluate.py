@@ -67,3 +67,27 @@ def test_markdown_table_has_every_row():
     rows = report([outcome("a", pointwise=[1, 0, -1])], EnsembleWeights())["rows"]
     md = markdown_table(rows)
     assert sum(line.startswith("| ") for line in md.splitlines()) == 6 and "| hybrid |" in md  # header + 5 rows
+
+
+def test_evaluation_orders_like_the_serving_ensemble():
+    """The evaluation's hybrid on the ranker's normalised scores equals the serving
+    ensemble's hybrid on the raw mode scores, to the last bit."""
+    from ranker.ensemble import combine, hybrid_scores, order_by
+
+    rng = np.random.default_rng(3)
+    ids = [f"i{k}" for k in range(12)]
+    backbone = dict(zip(ids, rng.normal(size=12).tolist()))
+    raw = {m: dict(zip(ids, rng.normal(size=12).tolist())) for m in ("pointwise", "pairwise", "listwise")}
+    weights = EnsembleWeights(pointwise=0.25, pairwise=0.5, listwise=0.25, backbone=0.15)
+    served, normalised = hybrid_scores(ids, raw, backbone, weights)
+    o = UserOutcome("u", ids[4], ids, [backbone[i] for i in ids], mode_scores=normalised)
+    assert combine(ids, normalised, backbone, weights) == served  # exact, not approx
+    assert hybrid_ranking(o, weights) == order_by(served, ids, backbone)
+
+
+def test_more_candidates_than_listwise_identifiers_are_allowed():
+    from training.evaluate import EvalConfig
+
+    assert EvalConfig(num_candidates=50).num_candidates == 50  # listwise windows long lists
+    with pytest.raises(ValueError, match="num_candidates must be >= 1"):
+        EvalConfig(num_candidates=0)
