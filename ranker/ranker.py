@@ -24,7 +24,7 @@ from ranker.types import MODES, Candidate, Mode, ModeScores, RankedItem, RankRes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LABEL_SETS", "RankRequest", "Ranker", "RankerConfig"]  # LABEL_SETS: re-exported from the registry
+__all__ = ["LABEL_SETS", "RankRequest", "Ranker", "RankerConfig"]  # LABEL_SETS is the registry's, re-exported
 
 STAGES = ("prompt", "llm", "ensemble")
 

@@ -36,6 +36,7 @@ MODE_REGISTRY: Mapping[Mode, ModeSpec] = {
     "listwise": ModeSpec("listwise", LISTWISE_LABELS, listwise.plan, listwise.collect,
                          lambda cfg: {"shuffles": cfg.listwise_shuffles, "seed": cfg.seed}),
 }
-assert tuple(MODE_REGISTRY) == MODES, "the registry and ranker.types.MODES must list the same modes in order"
+if tuple(MODE_REGISTRY) != MODES:
+    raise ImportError(f"MODE_REGISTRY {tuple(MODE_REGISTRY)} must list ranker.types.MODES {MODES} in order")
 
 LABEL_SETS: Mapping[Mode, tuple[str, ...]] = {m: spec.labels for m, spec in MODE_REGISTRY.items()}
