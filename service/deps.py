@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from stack.settings import Settings
 from service.microbatch import MicroBatcher
@@ -65,20 +65,28 @@ def get_store(state: Annotated[AppState, Depends(get_app_state)]) -> UserStore:
 
 
 _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
-                               description="Required on /v1/* when RECRANKER_API_KEY is set.")
+                               description="Required on the ranking routes when RECRANKER_API_KEY is set.")
+# What the Cohere SDK and TEI clients send: `Authorization: Bearer <key>`.
+_bearer = HTTPBearer(auto_error=False, description="The same key as a bearer token (Cohere SDK, TEI clients).")
+KEY_HEADERS = f"{API_KEY_HEADER} or Authorization: Bearer"
 
 
 def require_api_key(
     settings: Annotated[Settings, Depends(app_settings)],
     key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> None:
+    """Either header carries the key; X-API-Key is read first when both are sent."""
     if not settings.api_key:  # unset or empty (compose passes "" when no key is configured)
         return
+    if key is None and bearer is not None:
+        key = bearer.credentials
+    challenge = {"WWW-Authenticate": "Bearer"}
     if key is None:
-        raise ServiceError(401, f"missing {API_KEY_HEADER} header", {"WWW-Authenticate": API_KEY_HEADER})
+        raise ServiceError(401, f"missing API key: send {KEY_HEADERS} <key>", challenge)
     # constant-time comparison: response timing must not reveal how much of the key matched
     if not hmac.compare_digest(key.encode(), settings.api_key.encode()):
-        raise ServiceError(401, f"invalid {API_KEY_HEADER}", {"WWW-Authenticate": API_KEY_HEADER})
+        raise ServiceError(401, "invalid API key", challenge)
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]

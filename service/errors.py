@@ -1,11 +1,13 @@
-"""Error bodies are always ``{"detail": "<what is wrong>"}``; domain errors map to statuses here.
+"""Domain errors map to statuses here; the body is ``{"detail": "<what is wrong>"}`` on the
+service's own routes and the client's own shape on the client-compatible ones
+(service/error_shapes.py: Cohere ``{"message"}``, TEI ``{"error", "error_type"}``).
 
 | error                                  | status |
 |----------------------------------------|--------|
 | malformed JSON, wrong type, bad value  | 422 (names the field) |
 | unknown candidate / history item       | 422 (names the id and where it was) |
 | unknown user without history           | 404 |
-| missing or wrong X-API-Key             | 401 |
+| missing or wrong API key               | 401 |
 | body over RECRANKER_MAX_BODY_BYTES     | 413 |
 | ranking queue full                     | 503 + Retry-After |
 | user store down (POST /v1/events only) | 503 + Retry-After |
@@ -26,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.microbatch import QueueFull
 from service.catalog import DuplicateItem, UnknownItem, UnknownUser
+from service.error_shapes import Kind, Problem, render
 from service.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -37,19 +40,26 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 class ServiceError(Exception):
     """An error with an HTTP status and a message for the client."""
 
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None,
+                 kind: Kind | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = headers
+        self.kind: Kind = kind or _KINDS.get(status, "other")
+
+
+_KINDS: dict[int, Kind] = {401: "auth", 404: "not_found", 413: "too_large", 422: "invalid", 503: "unavailable"}
 
 
 def too_many(what: str, got: int, limit: int) -> ServiceError:
-    return ServiceError(422, f"{what}: {got} given, the limit is {limit}")
+    return ServiceError(422, f"{what}: {got} given, the limit is {limit}", kind="too_many")
 
 
-def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+def error_response(request: Request, status: int, detail: str, headers: dict[str, str] | None = None,
+                   kind: Kind | None = None) -> JSONResponse:
+    """The error in the shape of the route the request is for."""
+    return render(request.scope, Problem(status, detail, kind or _KINDS.get(status, "other"), headers))
 
 
 def _is_tag(part: Any) -> bool:
@@ -128,38 +138,39 @@ def format_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, format_validation_errors(exc.errors()))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, 422, format_validation_errors(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(ServiceError)
-    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.detail, exc.headers)
+    async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(request, exc.status, exc.detail, exc.headers, exc.kind)
 
     @app.exception_handler(UnknownUser)
-    async def _user(_: Request, exc: UnknownUser) -> JSONResponse:
-        return error_response(404, str(exc))
+    async def _user(request: Request, exc: UnknownUser) -> JSONResponse:
+        return error_response(request, 404, str(exc))
 
     @app.exception_handler(UnknownItem)
-    async def _item(_: Request, exc: UnknownItem) -> JSONResponse:
-        return error_response(422, str(exc))
+    async def _item(request: Request, exc: UnknownItem) -> JSONResponse:
+        return error_response(request, 422, str(exc))
 
     @app.exception_handler(DuplicateItem)
-    async def _dup(_: Request, exc: DuplicateItem) -> JSONResponse:
-        return error_response(422, str(exc))
+    async def _dup(request: Request, exc: DuplicateItem) -> JSONResponse:
+        return error_response(request, 422, str(exc))
 
     @app.exception_handler(QueueFull)
-    async def _full(_: Request, exc: QueueFull) -> JSONResponse:
-        return error_response(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+    async def _full(request: Request, exc: QueueFull) -> JSONResponse:
+        return error_response(request, 503, str(exc), {"Retry-After": str(exc.retry_after_s)}, "overloaded")
 
     @app.exception_handler(StoreError)
-    async def _store(_: Request, exc: StoreError) -> JSONResponse:
-        return error_response(503, f"user store unavailable: {exc}", {"Retry-After": "2"})
+    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+        return error_response(request, 503, f"user store unavailable: {exc}", {"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__}); see the service log")
+        return error_response(request, 500, f"internal error ({type(exc).__name__}); see the service log",
+                              kind="internal")

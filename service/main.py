@@ -17,12 +17,13 @@ from service.microbatch import MicroBatcher
 from service.cache import ResponseCache
 from service.catalog import Catalog
 from service.deps import AppState
+from service.error_shapes import ErrorShape
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from service.pipeline import RankingService
 from service.resources import Resources, load_resources
-from service.routes import batch, events, health, rank, rerank
+from service.routes import batch, events, health, rank, rerank, tei
 from service.store import MemoryStore, RedisStore, UserStore
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,16 @@ Top-k recommendation with an instruction-tuned LLM as the ranker (RecRanker, Luo
 a conventional backbone retrieves candidates, the LLM scores them pointwise, pairwise and
 listwise, and a hybrid ensemble orders them.
 
-Authentication: when `RECRANKER_API_KEY` is set, every `/v1/*` call needs the `X-API-Key`
-header. `/healthz`, `/readyz` and `/metrics` stay open for probes and scrapers.
+Authentication: when `RECRANKER_API_KEY` is set, every ranking and events call needs the key,
+as `X-API-Key: <key>` or `Authorization: Bearer <key>` (what the Cohere SDK and TEI clients send).
+`/healthz`, `/readyz` and `/metrics` stay open for probes and scrapers.
 
-Errors are `{"detail": "<what is wrong>"}`.
+Client-compatible routes: `/v1/rerank` and `/v2/rerank` in Cohere's shape (`cohere.Client` and
+`cohere.ClientV2` work unchanged with `base_url` pointing here), `POST /rerank` in Hugging Face
+text-embeddings-inference's shape.
+
+Errors are `{"detail": "<what is wrong>"}`; on the Cohere routes `{"message": ...}` (400 for an
+invalid request) and on the TEI route `{"error": ..., "error_type": ...}`, as those clients read them.
 """
 
 
@@ -83,6 +90,11 @@ def create_app(settings: Settings, *, resources: Resources | None = None,
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
-    for module in (rank, batch, rerank, events, health):
+    shapes: dict[str, ErrorShape] = {}
+    for module in (rank, batch, rerank, tei, events, health):
         app.include_router(module.router)
+        shape = getattr(module, "ERROR_SHAPE", None)
+        if shape is not None:
+            shapes.update({route.path: shape for route in module.router.routes})
+    app.state.error_shapes = shapes  # read by the error handlers and the body-size middleware
     return app

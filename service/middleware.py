@@ -6,11 +6,11 @@ visible after the call, and bodies can be refused before anything parses them.
 
 from __future__ import annotations
 
-import json
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.error_shapes import Problem, render
 from service.metrics import ServiceMetrics
 
 
@@ -64,7 +64,7 @@ class BodySizeLimitMiddleware:
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(send, int(length))
+            await self._reject(scope, receive, send, int(length))
             return
         chunks, size = [], 0
         while True:
@@ -74,7 +74,7 @@ class BodySizeLimitMiddleware:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                await self._reject(send, size)
+                await self._reject(scope, receive, send, size)
                 return
             if not message.get("more_body", False):
                 break
@@ -90,9 +90,7 @@ class BodySizeLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send, size: int) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
         detail = f"request body is {size} bytes (or more); the limit is {self.max_bytes} bytes"
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        # before routing: the shape is chosen by path, as the route itself would
+        await render(scope, Problem(413, detail, "too_large"))(scope, receive, send)

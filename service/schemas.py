@@ -27,6 +27,7 @@ def _id_to_str(v: Any) -> Any:
 ItemId = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, examples=["50"])]
 UserId = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, examples=["1"])]
 Title = Annotated[str, Field(min_length=1, max_length=300, examples=["Star Wars (1977)"])]
+ItemIdOrTitle = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=300, examples=["50"])]
 Rating = Annotated[float, Field(ge=1, le=5, description="1..5 (>= 4 counts as a like).")]
 
 
@@ -144,7 +145,7 @@ class BatchRankOut(BaseModel):
     results: list[RankOut] = Field(description="One result per request, in request order.")
 
 
-# ---- rerank (Cohere / Jina shape) ------------------------------------------------------------
+# ---- rerank (Cohere v1/v2 and Jina shape) -----------------------------------------------------
 
 
 class DocumentIn(_In):
@@ -161,7 +162,27 @@ class DocumentIn(_In):
         return self
 
 
+class RelevantSpansIn(_In):
+    mode: Literal["enabled", "disabled"]
+    threshold: float | None = None
+    max_spans: int | None = None
+
+    @model_validator(mode="after")
+    def _disabled_only(self) -> RelevantSpansIn:
+        if self.mode == "enabled":
+            raise ValueError("relevant spans are not supported: documents are items ranked for a user, "
+                             "there is no query text to find spans for")
+        return self
+
+
+RANK_FIELDS = ("text", "title")
+
+
 class RerankIn(_In):
+    """What Cohere's SDKs send to /v1/rerank and /v2/rerank (every version's fields), plus the
+    service's ``modes`` and ``use_hints``. Fields that do not apply to ranking items for a user
+    are accepted so unmodified clients work, and say in their description what they do here."""
+
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "1", "documents": ["50", {"id": "181"}, {"id": "new-1", "title": "Dune: Part Two (2024)"},
                                      "Oppenheimer (2023)"], "top_n": 3, "return_documents": True}]})
@@ -171,12 +192,28 @@ class RerankIn(_In):
         min_length=1, description="A string is a catalog item id when the catalog has it, otherwise the title "
         "of a new item; an object is {id, title|text}.")
     top_n: int | None = Field(None, ge=1, description="Results to return (default: all).")
-    return_documents: bool = Field(False, description="Echo each document (id, text) in the results.")
+    return_documents: bool | None = Field(False, description="Echo each document (id, text) in the results.")
     model: str | None = Field(None, description="Accepted for client compatibility and ignored: the server's model ranks.")
+    rank_fields: list[str] | None = Field(
+        None, description="Cohere v1: the document field to rank on; only 'text' or 'title' (the same field here).")
+    max_chunks_per_doc: int | None = Field(None, ge=1, description="Accepted; a document is one title, one chunk.")
+    max_tokens_per_doc: int | None = Field(
+        None, ge=1, description="Accepted and not applied: titles are at most 300 characters and the prompts "
+        "have their own token budget (RECRANKER_HISTORY_TOKEN_BUDGET).")
+    relevant_spans: RelevantSpansIn | None = Field(None, description="Only mode 'disabled' is supported.")
+    priority: int | None = Field(None, ge=0, description="Accepted and ignored: requests are served in arrival order.")
     modes: list[Mode] = Field(list(MODES), min_length=1)
     use_hints: bool | None = None
 
     _modes = field_validator("modes")(_unique_modes)
+
+    @field_validator("rank_fields")
+    @classmethod
+    def _rank_fields(cls, v: list[str] | None) -> list[str] | None:
+        bad = [f for f in v or [] if f not in RANK_FIELDS]
+        if bad:
+            raise ValueError(f"cannot rank on {bad}: documents are {{id, title|text}}; use 'text' or 'title'")
+        return v
 
 
 class RerankDocumentOut(BaseModel):
@@ -186,21 +223,81 @@ class RerankDocumentOut(BaseModel):
 
 class RerankResultOut(BaseModel):
     index: int = Field(description="Position of the document in the request.")
-    relevance_score: float
+    relevance_score: float = Field(ge=0, le=1, description="Phi(hybrid / W), see docs/service.md: 0.5 is the "
+                                   "request's average candidate; monotone in hybrid_score.")
+    hybrid_score: float = Field(description="The raw hybrid score (a weighted sum of z-scores; higher is better).")
     document: RerankDocumentOut | None = None
+
+
+class ApiVersionOut(BaseModel):
+    version: str
+
+
+class TokensOut(BaseModel):
+    input_tokens: int = Field(description="Tokens run through the LLM for this request (0 when cached).")
+    output_tokens: int = Field(0, description="Always 0: scores are read from one forward pass, nothing is generated.")
+
+
+class RerankMetaOut(BaseModel):
+    api_version: ApiVersionOut
+    tokens: TokensOut
 
 
 class RerankOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "results": [{"index": 1, "relevance_score": 0.82}, {"index": 0, "relevance_score": 0.11}],
+        "id": "5d0c6f1be0b54d1f9d1d2b8f8a8e4c11",
+        "results": [{"index": 1, "relevance_score": 0.82, "hybrid_score": 0.71},
+                    {"index": 0, "relevance_score": 0.31, "hybrid_score": -0.39}],
+        "meta": {"api_version": {"version": "2"}, "tokens": {"input_tokens": 812, "output_tokens": 0}},
         "model": "smollm2-135m-instruct", "adapter": "recranker-smollm2-ml100k", "degraded": False,
         "degraded_reason": None}]})
 
+    id: str = Field(description="A fresh id for this response.")
     results: list[RerankResultOut] = Field(description="Sorted by relevance_score, best first.")
+    meta: RerankMetaOut = Field(description="Nothing is billed, so no billed_units.")
     model: str
     adapter: str | None
     degraded: bool
     degraded_reason: str | None = None
+
+
+class CohereErrorOut(BaseModel):
+    message: str = Field(examples=["documents[0]: unknown item id 'nope' (not in the catalog): give its title"])
+
+
+# ---- rerank (Hugging Face text-embeddings-inference shape) ----------------------------------
+
+
+class TeiRerankIn(_In):
+    """TEI's RerankRequest. ``query`` is the user id and each text is an item id or a title, as
+    for /v1/rerank."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query": "1", "texts": ["50", "181", "Oppenheimer (2023)"], "raw_scores": False, "return_text": True}]})
+
+    query: UserId = Field(description="The user id to rank for.")
+    texts: list[ItemIdOrTitle] = Field(description="Catalog item ids, or titles of items outside the catalog.")
+    raw_scores: bool = Field(False, description="false: score is the relevance score in [0, 1]; "
+                                                "true: the raw hybrid score.")
+    return_text: bool = Field(False, description="Echo each text as sent.")
+    truncate: bool | None = Field(False, description="Accepted; titles are at most 300 characters.")
+    truncation_direction: Literal["left", "right", "Left", "Right"] = Field(
+        "right", description="Accepted with truncate.")
+    modes: list[Mode] = Field(list(MODES), min_length=1, description="RecRanker's own: LLM modes to combine.")
+    use_hints: bool | None = None
+
+    _modes = field_validator("modes")(_unique_modes)
+
+
+class TeiRankOut(BaseModel):
+    index: int = Field(ge=0, description="Position of the text in the request.")
+    score: float
+    text: str | None = Field(None, description="Present when return_text is true.")
+
+
+class TeiErrorOut(BaseModel):
+    error: str = Field(examples=["`texts` cannot be empty"])
+    error_type: Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty"]
 
 
 # ---- events --------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from service.pipeline import RankJob
 from service.schemas import ErrorOut, RankIn, modes_tuple, to_candidates, to_history
 
 # Shared error responses for the OpenAPI document.
-AUTH_ERRORS = {401: {"model": ErrorOut, "description": "Missing or wrong X-API-Key (when one is configured)."}}
+AUTH_ERRORS = {401: {"model": ErrorOut, "description": "Missing or wrong API key (X-API-Key or Authorization: Bearer), "
+                                                     "when one is configured."}}
 RANK_ERRORS = {
     **AUTH_ERRORS,
     404: {"model": ErrorOut, "description": "Unknown user without a history or stored events."},

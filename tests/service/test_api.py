@@ -147,7 +147,8 @@ def test_openapi_document_is_valid_and_has_examples(client):
     spec = client.get("/openapi.json").json()
     validate(spec)
     paths = spec["paths"]
-    for path in ("/v1/rank", "/v1/rank/batch", "/v1/rerank", "/v1/events", "/healthz", "/readyz", "/metrics"):
+    for path in ("/v1/rank", "/v1/rank/batch", "/v1/rerank", "/v2/rerank", "/rerank", "/v1/events", "/healthz",
+                 "/readyz", "/metrics"):
         assert path in paths, path
     examples = paths["/v1/rank"]["post"]["requestBody"]["content"]["application/json"]["examples"]
     assert {"retrieve", "candidates", "cold_start"} <= set(examples)

@@ -17,13 +17,20 @@ def _detail(r) -> str:
     return body["detail"]
 
 
+def _message(r) -> str:
+    """Cohere-shaped routes (/v1/rerank, /v2/rerank) answer {"message"}: what the Cohere SDK reads."""
+    body = r.json()
+    assert set(body) == {"message"} and isinstance(body["message"], str), body
+    return body["message"]
+
+
 def test_unknown_user_without_history_is_404(client):
     user = new_user()
     r = client.post("/v1/rank", json={"user_id": user})
     assert r.status_code == 404
     assert f"unknown user '{user}'" in _detail(r) and "/v1/events" in _detail(r)
     r = client.post("/v1/rerank", json={"query": user, "documents": ["50"]})
-    assert r.status_code == 404 and user in _detail(r)
+    assert r.status_code == 404 and user in _message(r)
 
 
 def test_unknown_user_in_a_batch_names_its_index(client):
@@ -38,7 +45,7 @@ def test_unknown_items_without_title_are_422_naming_the_id(client):
     r = client.post("/v1/rank", json={"user_id": "1", "history": [{"item_id": "nope", "rating": 4}]})
     assert r.status_code == 422 and _detail(r).startswith("history[0]: unknown item id 'nope'")
     r = client.post("/v1/rerank", json={"query": "1", "documents": [{"id": "nope"}]})
-    assert r.status_code == 422 and _detail(r).startswith("documents[0]: unknown item id 'nope'")
+    assert r.status_code == 400 and _message(r).startswith("documents[0]: unknown item id 'nope'")
     r = client.post("/v1/events", json={"user_id": "1", "events": [{"item_id": "50"}, {"item_id": "zz", "rating": 5}]})
     assert r.status_code == 422 and _detail(r).startswith("events[1]: unknown item id 'zz'")
     r = client.post("/v1/rank", json={"user_id": "1", "candidates": ["50", 50]})
@@ -78,7 +85,7 @@ def test_limits_are_422_with_the_limit(client):
     r = client.post("/v1/rank/batch", json={"requests": [{"user_id": "1"}] * 5})
     assert r.status_code == 422 and _detail(r) == "requests: 5 given, the limit is 4"
     r = client.post("/v1/rerank", json={"query": "1", "documents": [str(i) for i in range(1, 7)]})
-    assert r.status_code == 422 and _detail(r) == "documents: 6 given, the limit is 5"
+    assert r.status_code == 400 and _message(r) == "documents: 6 given, the limit is 5"
     r = client.post("/v1/events", json={"user_id": "1", "events": [{"item_id": "1"}] * 21})
     assert r.status_code == 422 and _detail(r) == "events: 21 given, the limit is 20"
 
@@ -99,12 +106,18 @@ def test_api_key_guards_v1_but_not_probes(make_client):
     client = make_client(api_key="s3cret")
     body = {"user_id": "1", "events": [{"item_id": "50", "rating": 4}]}
     r = client.post("/v1/events", json=body)
-    assert r.status_code == 401 and _detail(r) == "missing X-API-Key header"
+    assert r.status_code == 401
+    assert _detail(r) == "missing API key: send X-API-Key or Authorization: Bearer <key>"
     r = client.post("/v1/events", json=body, headers={"X-API-Key": "wrong"})
-    assert r.status_code == 401 and _detail(r) == "invalid X-API-Key"
+    assert r.status_code == 401 and _detail(r) == "invalid API key"
     r = client.post("/v1/rank", json={"user_id": "1"}, headers={"X-API-Key": "s3cre"})
     assert r.status_code == 401
+    r = client.post("/v1/events", json=body, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and _detail(r) == "invalid API key"
+    r = client.post("/v1/events", json=body, headers={"Authorization": "Basic czNjcmV0"})  # not a bearer token
+    assert r.status_code == 401 and _detail(r).startswith("missing API key")
     assert client.post("/v1/events", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert client.post("/v1/events", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
     assert client.get("/metrics").status_code == 200
@@ -163,7 +176,13 @@ def test_full_queue_answers_503_with_retry_after(make_client):
     assert "recranker_rejected_requests_total" in client.get("/metrics").text
 
 
-@pytest.mark.parametrize("path", ["/v1/rank", "/v1/rank/batch", "/v1/rerank", "/v1/events"])
+@pytest.mark.parametrize("path", ["/v1/rank", "/v1/rank/batch", "/v1/events"])
 def test_empty_body_is_422(client, path):
     r = client.post(path, content=b"", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "request body is missing" in _detail(r)
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
+def test_empty_body_is_400_on_cohere_routes(client, path):
+    r = client.post(path, content=b"", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "request body is missing" in _message(r)
