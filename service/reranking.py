@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from recranker.settings import Settings
+from stack.settings import Settings
 from service.catalog import Catalog, ItemRef
 from service.errors import too_many
 from service.pipeline import RankingService, RankJob
