@@ -221,7 +221,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         dev = self.device
         hidden = self._decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                                use_cache=True, **{self._cache_kw: cache}).last_hidden_state  # (R, T, d)
-        logits = self._logits(hidden[torch.tensor(row_of, device=dev), torch.tensor(last_of, device=dev)])
+        logits = self.vocab_logits(hidden[torch.tensor(row_of, device=dev), torch.tensor(last_of, device=dev)])
         rows = _gather(logits, label_ids)
         out, start = [], 0
         for suffixes in packed:
@@ -229,7 +229,8 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             start += len(suffixes)
         return out
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(n, d) hidden states -> (n, V) float32 next-token logits (training computes its loss here too)."""
         # The vocabulary head runs in float32 whatever the body's dtype: it sees only one row
         # per prompt (cheap), and the log-softmax over 49k words is where bf16 rounding
         # would move label probabilities most.
@@ -271,7 +272,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             ids, mask, pos = self._pad(batch, left=True)
             hidden = self._decoder(input_ids=ids, attention_mask=mask, position_ids=pos,
                                    use_cache=False).last_hidden_state  # (B, T, d)
-            rows[chunk] = _gather(self._logits(hidden[:, -1]), label_ids)
+            rows[chunk] = _gather(self.vocab_logits(hidden[:, -1]), label_ids)
             calls += 1
         return rows, sum(len(s) for s in seqs), calls
 
