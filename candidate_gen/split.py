@@ -100,9 +100,24 @@ def leave_one_out(ds: Dataset) -> Split:
             continue
         u = int(ds.users[chunk[0]])
         events = [Event(int(ds.items[j]), float(ds.ratings[j]), int(ds.timestamps[j])) for j in chunk]
-        like_pos = [p for p, e in enumerate(events) if e.liked]
-        test_pos = like_pos[-1] if like_pos else None
-        valid_pos = like_pos[-2] if len(like_pos) >= 2 else None
-        train = [events[p].item for p in like_pos[:-2]]
-        users[u] = UserSplit(u, events, valid_pos, test_pos, train)
+        users[u] = _user_split(u, events)
     return Split(ds, users)
+
+
+def _user_split(u: int, events: list[Event]) -> UserSplit:
+    """Last like = test, the one before = validation, earlier likes = training positives."""
+    like_pos = [p for p, e in enumerate(events) if e.liked]
+    test_pos = like_pos[-1] if like_pos else None
+    valid_pos = like_pos[-2] if len(like_pos) >= 2 else None
+    return UserSplit(u, events, valid_pos, test_pos, [events[p].item for p in like_pos[:-2]])
+
+
+def one_like_earlier(split: Split) -> Split:
+    """The same users with every event from their validation like on removed, split again.
+
+    Its test like is the original's last training like and its validation like the one
+    before, so a backbone trained on it has never seen either: training examples built on
+    them meet that backbone's candidates and scores as the served model meets the real
+    backbone's at test time (a backbone that trained on an example's target ranks it far
+    higher than it will ever rank an unseen item)."""
+    return Split(split.dataset, {u: _user_split(u, s.context("valid")) for u, s in split.users.items()})

@@ -1,4 +1,4 @@
-"""Backbone hints (method.md §6): one sentence telling the LLM what the conventional
+"""Backbone hints (docs/method.md, hints): one sentence telling the LLM what the conventional
 recommender thinks, computed only from backbone scores among the request's candidates.
 
 Hints never quote titles (those are untrusted): they refer to items by position or by
@@ -37,7 +37,7 @@ def pointwise_hint(candidate: Candidate, candidates: Sequence[Candidate]) -> str
     if ranked is None:
         return None
     rank, total = ranked
-    return f"Hint: another recommender system ranks this candidate {_ordinal(rank)} of {total} for this user."
+    return f"Hint: another recommender ranks it {_ordinal(rank)} of {total}."
 
 
 def pairwise_hint(first: Candidate, second: Candidate) -> str | None:
@@ -46,7 +46,7 @@ def pairwise_hint(first: Candidate, second: Candidate) -> str | None:
     if a is None or b is None or a == b:
         return None
     which = "first" if a > b else "second"
-    return f"Hint: another recommender system prefers the {which} candidate."
+    return f"Hint: another recommender prefers the {which}."
 
 
 def listwise_hint(
@@ -64,4 +64,4 @@ def listwise_hint(
         return None
     # stable on ties: the earlier-shown candidate first
     best = sorted(scored, key=lambda t: (-t[0], t[1]))[:top_n]
-    return f"Hint: another recommender system's top {len(best)}: {', '.join(t[2] for t in best)}."
+    return f"Hint: another recommender's top {len(best)}: {', '.join(t[2] for t in best)}."

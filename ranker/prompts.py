@@ -1,9 +1,12 @@
 """Prompt builders for the three tasks: one code path for training data and serving.
 
-Layout (method.md §10): fixed instructions and the user's history go in ``Prompt.shared``,
-the candidate text and the question go last in ``Prompt.specific``. Every prompt of one
-mode in one request therefore has the identical shared part, which the engine computes
-once (KV-cache reuse, or vLLM's prefix cache).
+Layout (docs/ranker.md, "Prompt layout"): ONE shared part per request — the fixed
+instructions and the user's rated history — followed by a short candidate-specific part
+per prompt. The shared part is identical for every prompt of every mode of one request,
+so the engine runs it once per request (one prefill, or one vLLM prefix-cache entry) and
+every pointwise, pairwise and listwise question costs only its own few tokens. Forward
+tokens per request are the budget that matters on a CPU; this layout spends them on the
+history once and on candidate titles.
 
 Titles are untrusted and pass through ``ranker.text.sanitize_title`` here, so no caller
 can forget it. Templates are data, checked for their placeholders at import.
@@ -18,58 +21,30 @@ from dataclasses import dataclass
 from ranker.text import sanitize_title
 from ranker.types import Candidate, HistoryEntry, Prompt, UserProfile
 
-LIKE_MIN = 4.0  # method.md §2: >= 4 is a like, <= 2 a dislike, 3 is neither
+LIKE_MIN = 4.0  # >= 4 is a like, <= 2 a dislike, 3 is neither (docs/method.md, data)
 DISLIKE_MAX = 2.0
 POINTWISE_LABELS: tuple[str, ...] = ("1", "2", "3", "4", "5")  # MovieLens is 1..5
 PAIRWISE_LABELS: tuple[str, ...] = ("Yes", "No")  # Yes = the first candidate is preferred
 MAX_LISTWISE = 20
 LISTWISE_LABELS: tuple[str, ...] = tuple("ABCDEFGHIJKLMNOPQRST")  # one identifier per candidate
 LISTWISE_TOP_N = 5
-NO_HISTORY = "(none)"
+NO_HISTORY = "(none yet)"
 
-SYSTEM = "You are a {item} recommender system. Read the user's history and answer with the requested label only."
-POINTWISE_SHARED = (
-    "Task: predict how the user would rate a candidate {item} on a scale from 1 (hated it) to 5 (loved it).\n"
-    "The user's ratings, most recent first:\n"
-    "{history}\n"
-)
-POINTWISE_SPECIFIC = (
-    'Candidate {item}: "{title}"\n'
-    "{hint}"
-    "What rating from 1 to 5 would the user give this {item}? Answer with one digit."
-)
-PREFERENCE_SHARED = (  # pairwise and listwise share the likes/dislikes history block
-    "Task: {task}\n"
-    "{Items} the user liked, most recent first:\n"
-    "{likes}\n"
-    "{Items} the user disliked, most recent first:\n"
-    "{dislikes}\n"
-)
-PAIRWISE_TASK = "decide which of two candidate {items} the user would prefer."
-PAIRWISE_SPECIFIC = (
-    'First candidate: "{first}"\n'
-    'Second candidate: "{second}"\n'
-    "{hint}"
-    "Would the user prefer the first candidate over the second? Answer Yes or No."
-)
-LISTWISE_TASK = "rank candidate {items} by how much the user would enjoy them."
-LISTWISE_SPECIFIC = (
-    "Candidates:\n"
-    "{candidates}\n"
-    "{hint}"
-    "Answer with the identifiers of the top {top_n} candidates, best first, separated by commas."
-)
-LISTWISE_LINE = '[{ident}] "{title}"'
+SYSTEM = "You are a {item} recommender. Answer with one label."
+SHARED = "{Items} the user rated, newest first (1 = hated, 5 = loved):\n{history}\n"
+HISTORY_LINE = '"{title}": {rating}'
+POINTWISE_SPECIFIC = 'Rate "{title}" 1-5.{hint}'
+PAIRWISE_SPECIFIC = 'Prefer "{first}" over "{second}"? Yes or No.{hint}'
+LISTWISE_SPECIFIC = "Rank these {items} by letter, best first:\n{candidates}{hint}"
+LISTWISE_LINE = "{ident}. {title}"  # one line per candidate: sanitised titles hold no line break
 
 TEMPLATES: dict[str, tuple[str, frozenset[str]]] = {
     "system": (SYSTEM, frozenset({"item"})),
-    "pointwise_shared": (POINTWISE_SHARED, frozenset({"item", "history"})),
-    "pointwise_specific": (POINTWISE_SPECIFIC, frozenset({"item", "title", "hint"})),
-    "preference_shared": (PREFERENCE_SHARED, frozenset({"task", "Items", "likes", "dislikes"})),
-    "pairwise_task": (PAIRWISE_TASK, frozenset({"items"})),
+    "shared": (SHARED, frozenset({"Items", "history"})),
+    "history_line": (HISTORY_LINE, frozenset({"title", "rating"})),
+    "pointwise_specific": (POINTWISE_SPECIFIC, frozenset({"title", "hint"})),
     "pairwise_specific": (PAIRWISE_SPECIFIC, frozenset({"first", "second", "hint"})),
-    "listwise_task": (LISTWISE_TASK, frozenset({"items"})),
-    "listwise_specific": (LISTWISE_SPECIFIC, frozenset({"candidates", "hint", "top_n"})),
+    "listwise_specific": (LISTWISE_SPECIFIC, frozenset({"items", "candidates", "hint"})),
     "listwise_line": (LISTWISE_LINE, frozenset({"ident", "title"})),
 }
 
@@ -102,8 +77,8 @@ def approx_token_count(text: str) -> int:
 class PromptConfig:
     """How prompts are rendered. ``max_history_tokens`` bounds the history block."""
 
-    max_history_tokens: int = 400  # history lines kept, most recent first, until this is spent
-    max_history_items: int = 50  # the reference shows about 50 titles
+    max_history_tokens: int = 200  # history lines kept, most recent first, until this is spent
+    max_history_items: int = 50
     item: str = "movie"  # domain noun, singular
     items: str = "movies"  # and plural
 
@@ -124,44 +99,37 @@ TokenCounter = Callable[[str], int]
 
 def _rating_text(rating: float | None) -> str:
     if rating is None:
-        return "liked"
+        return "liked"  # an event that only says "liked" (a click, a like button)
     return str(int(rating)) if float(rating).is_integer() else f"{rating:g}"
 
 
-def _budgeted(lines: list[str], config: PromptConfig, count_tokens: TokenCounter) -> int:
-    """How many of ``lines`` (most recent first) fit the history budget."""
-    used, kept = 0, 0
-    for line in lines[: config.max_history_items]:
-        used += count_tokens(line)
+def history_lines(user: UserProfile, config: PromptConfig, count_tokens: TokenCounter) -> list[str]:
+    """One line per rated item, most recent first, as many as fit the token budget."""
+    lines: list[str] = []
+    used = 0
+    for entry in list(reversed(user.history))[: config.max_history_items]:
+        line = HISTORY_LINE.format(title=sanitize_title(entry.title), rating=_rating_text(entry.rating))
+        used += count_tokens(line + "\n")
         if used > config.max_history_tokens:
             break
-        kept += 1
-    return kept
+        lines.append(line)
+    return lines
 
 
-def _block(lines: list[str]) -> str:
-    return "\n".join(lines) if lines else NO_HISTORY
+def is_like(entry: HistoryEntry) -> bool:
+    return entry.rating is None or entry.rating >= LIKE_MIN
 
 
-def pointwise_history(user: UserProfile, config: PromptConfig, count_tokens: TokenCounter) -> list[str]:
-    """History lines with ratings, most recent first, cut to the budget."""
-    lines = [f'- "{sanitize_title(e.title)}": {_rating_text(e.rating)}' for e in reversed(user.history)]
-    return lines[: _budgeted(lines, config, count_tokens)]
+def system_text(config: PromptConfig = DEFAULT_CONFIG) -> str:
+    return SYSTEM.format(item=config.item)
 
 
-def _kind(entry: HistoryEntry) -> str | None:
-    if entry.rating is None or entry.rating >= LIKE_MIN:
-        return "like"
-    return "dislike" if entry.rating <= DISLIKE_MAX else None
-
-
-def preference_history(
-    user: UserProfile, config: PromptConfig, count_tokens: TokenCounter
-) -> tuple[list[str], list[str]]:
-    """(liked lines, disliked lines), most recent first; the budget spans both; 3s are skipped."""
-    tagged = [(k, f'- "{sanitize_title(e.title)}"') for e in reversed(user.history) if (k := _kind(e))]
-    kept = tagged[: _budgeted([line for _, line in tagged], config, count_tokens)]
-    return [line for k, line in kept if k == "like"], [line for k, line in kept if k == "dislike"]
+def shared_text(
+    user: UserProfile, config: PromptConfig = DEFAULT_CONFIG, count_tokens: TokenCounter = approx_token_count
+) -> str:
+    """The part every prompt of a request shares: the user's rated history."""
+    lines = history_lines(user, config, count_tokens)
+    return SHARED.format(Items=config.items.capitalize(), history="\n".join(lines) if lines else NO_HISTORY)
 
 
 def _hint_text(hint: str | None) -> str:
@@ -169,40 +137,12 @@ def _hint_text(hint: str | None) -> str:
         return ""
     if "\n" in hint or not hint.strip():
         raise ValueError(f"hint must be one non-empty line, got {hint!r}")
-    return hint + "\n"
+    return "\n" + hint
 
 
-def system_text(config: PromptConfig = DEFAULT_CONFIG) -> str:
-    return SYSTEM.format(item=config.item)
-
-
-def pointwise_shared(
-    user: UserProfile, config: PromptConfig = DEFAULT_CONFIG, count_tokens: TokenCounter = approx_token_count
-) -> str:
-    history = _block(pointwise_history(user, config, count_tokens))
-    return POINTWISE_SHARED.format(item=config.item, history=history)
-
-
-def _preference_shared(task: str, user: UserProfile, config: PromptConfig, count_tokens: TokenCounter) -> str:
-    likes, dislikes = preference_history(user, config, count_tokens)
-    return PREFERENCE_SHARED.format(
-        task=task.format(items=config.items),
-        Items=config.items.capitalize(),
-        likes=_block(likes),
-        dislikes=_block(dislikes),
-    )
-
-
-def pairwise_shared(
-    user: UserProfile, config: PromptConfig = DEFAULT_CONFIG, count_tokens: TokenCounter = approx_token_count
-) -> str:
-    return _preference_shared(PAIRWISE_TASK, user, config, count_tokens)
-
-
-def listwise_shared(
-    user: UserProfile, config: PromptConfig = DEFAULT_CONFIG, count_tokens: TokenCounter = approx_token_count
-) -> str:
-    return _preference_shared(LISTWISE_TASK, user, config, count_tokens)
+def _prompt(user, config, count_tokens, shared, specific: str, labels: tuple[str, ...]) -> Prompt:
+    shared = shared_text(user, config, count_tokens) if shared is None else shared
+    return Prompt(system_text(config), shared, specific, labels)
 
 
 def pointwise_prompt(
@@ -214,10 +154,9 @@ def pointwise_prompt(
     count_tokens: TokenCounter = approx_token_count,
     shared: str | None = None,
 ) -> Prompt:
-    """Rate one candidate 1..5. ``shared``: a precomputed ``pointwise_shared(user, ...)``."""
-    specific = POINTWISE_SPECIFIC.format(item=config.item, title=sanitize_title(candidate.title), hint=_hint_text(hint))
-    shared = pointwise_shared(user, config, count_tokens) if shared is None else shared
-    return Prompt(system_text(config), shared, specific, POINTWISE_LABELS)
+    """Rate one candidate 1..5. ``shared``: a precomputed ``shared_text(user, ...)``."""
+    specific = POINTWISE_SPECIFIC.format(title=sanitize_title(candidate.title), hint=_hint_text(hint))
+    return _prompt(user, config, count_tokens, shared, specific, POINTWISE_LABELS)
 
 
 def pairwise_prompt(
@@ -234,8 +173,7 @@ def pairwise_prompt(
     specific = PAIRWISE_SPECIFIC.format(
         first=sanitize_title(first.title), second=sanitize_title(second.title), hint=_hint_text(hint)
     )
-    shared = pairwise_shared(user, config, count_tokens) if shared is None else shared
-    return Prompt(system_text(config), shared, specific, PAIRWISE_LABELS)
+    return _prompt(user, config, count_tokens, shared, specific, PAIRWISE_LABELS)
 
 
 def listwise_identifiers(n: int) -> tuple[str, ...]:
@@ -256,11 +194,8 @@ def listwise_prompt(
     """Rank candidates shown in the given order, labelled A, B, C, ... (at most 20)."""
     idents = listwise_identifiers(len(candidates))
     lines = "\n".join(LISTWISE_LINE.format(ident=i, title=sanitize_title(c.title)) for i, c in zip(idents, candidates))
-    specific = LISTWISE_SPECIFIC.format(
-        candidates=lines, hint=_hint_text(hint), top_n=min(LISTWISE_TOP_N, len(candidates))
-    )
-    shared = listwise_shared(user, config, count_tokens) if shared is None else shared
-    return Prompt(system_text(config), shared, specific, idents)
+    specific = LISTWISE_SPECIFIC.format(items=config.items, candidates=lines, hint=_hint_text(hint))
+    return _prompt(user, config, count_tokens, shared, specific, idents)
 
 
 # Answers (training targets). The first answer token is what serving reads.

@@ -1,8 +1,9 @@
 """The ranking facade: requests in, ranked top-k out; engine failures become a degraded
 (backbone-order) result, never an exception to the caller.
 
-``rank_many`` makes one ``engine.score`` call per mode for all its requests together,
-so a service micro-batch of N users costs three engine calls, not 3N.
+``rank_many`` makes ONE ``engine.score`` call for every prompt of every mode of all its
+requests: a service micro-batch of N users costs one engine call, and each user's history
+prefix is computed once for all three modes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from ranker.chat import to_scoring_prompt
 from ranker.engines.base import Engine
 from ranker.ensemble import EnsembleWeights, hybrid_scores, order_by, zscore
 from ranker.modes.base import ModePlan
-from ranker.modes.registry import LABEL_SETS, MODE_REGISTRY
-from ranker.prompts import PromptConfig
+from ranker.modes.registry import ALL_LABELS, LABEL_COLUMNS, LABEL_SETS, MODE_REGISTRY
+from ranker.prompts import PromptConfig, shared_text
 from ranker.types import MODES, Candidate, Mode, ModeScores, RankedItem, RankResult, UserProfile
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,7 @@ class Ranker:
         self.config = config
         self.weights = weights
         self._prompt_config = config.prompt_config
-        for labels in LABEL_SETS.values():  # a tokenizer that splits a label fails here, at start-up
-            engine.label_token_ids(labels)
+        engine.label_token_ids(ALL_LABELS)  # a tokenizer that splits a label fails here, at start-up
 
     # ---- public -------------------------------------------------------------------------
 
@@ -115,8 +115,7 @@ class Ranker:
         for w in works:
             self._plan(w)
         timings["prompt"] += time.perf_counter() - t
-        for mode in MODES:
-            self._score_mode(mode, [w for w in works if mode in w.plans and w.failure is None], timings)
+        self._score_all([w for w in works if w.failure is None], timings)
         t = time.perf_counter()
         results = [self._finish(w) for w in works]
         timings["ensemble"] += time.perf_counter() - t
@@ -140,7 +139,9 @@ class Ranker:
         """The prompts of each requested mode for one request, as ``rank`` scores them."""
         r, cfg = request, self.config
         hints = cfg.use_hints if r.use_hints is None else r.use_hints
-        common = {"hints": hints, "config": self._prompt_config, "count_tokens": self.engine.count_tokens}
+        shared = shared_text(r.user, self._prompt_config, self.engine.count_tokens)  # one history for all modes
+        common = {"hints": hints, "config": self._prompt_config, "count_tokens": self.engine.count_tokens,
+                  "shared": shared}
         plans: dict[Mode, ModePlan] = {}
         for mode in r.modes:
             spec = MODE_REGISTRY[mode]
@@ -156,46 +157,51 @@ class Ranker:
             log.exception("building prompts failed for user %s", w.request.user.user_id)
             w.failure = f"prompt building failed: {type(e).__name__}: {e}"
 
-    def _score_mode(self, mode: Mode, works: list[_Work], timings: dict[str, float]) -> None:
-        """One engine call for this mode's prompts of every request, then per-request scores."""
-        labels = LABEL_SETS[mode]
-        plans = [w.plans[mode] for w in works]
-        counts = [len(plan.prompts) for plan in plans]
+    def _score_all(self, works: list[_Work], timings: dict[str, float]) -> None:
+        """ONE engine call for the prompts of every mode of every request, then per-request
+        scores. All of a request's prompts share one prefix (the user's history), so the
+        engine runs that prefix once for all three modes; the label sets of the modes are
+        disjoint, so one call reads all of them and each mode keeps its own columns."""
+        jobs = [(w, mode, w.plans[mode]) for w in works for mode in MODES if mode in w.plans]
         t = time.perf_counter()
         try:
-            prompts = [to_scoring_prompt(self.engine, p) for plan in plans for p in plan.prompts]
+            prompts = [to_scoring_prompt(self.engine, p) for _, _, plan in jobs for p in plan.prompts]
         except Exception as e:  # noqa: BLE001 - a chat template that loses the split marker
-            log.exception("%s chat formatting failed for %d request(s)", mode, len(works))
-            return self._fail(works, f"{mode} chat formatting failed: {type(e).__name__}: {e}")
+            log.exception("chat formatting failed for %d request(s)", len(works))
+            return self._fail(works, f"chat formatting failed: {type(e).__name__}: {e}")
         finally:
             timings["prompt"] += time.perf_counter() - t
-        rows, tokens, calls = np.zeros((0, len(labels))), [0] * len(works), [0] * len(works)
+        counts = [len(plan.prompts) for _, _, plan in jobs]
+        rows, tokens, calls = np.zeros((0, len(ALL_LABELS))), [0] * len(jobs), [0] * len(jobs)
         if prompts:
             t = time.perf_counter()
             try:
-                batch = self.engine.score(prompts, labels)
+                batch = self.engine.score(prompts, ALL_LABELS)
                 rows = np.asarray(batch.logprobs)
-                if rows.shape != (len(prompts), len(labels)):
+                if rows.shape != (len(prompts), len(ALL_LABELS)):
                     raise ValueError(f"engine returned log-probabilities of shape {rows.shape}, "
-                                     f"expected {(len(prompts), len(labels))}")
+                                     f"expected {(len(prompts), len(ALL_LABELS))}")
             except Exception as e:  # noqa: BLE001 - any engine failure degrades; the caller gets a result
-                log.exception("%s scoring failed for %d request(s): serving backbone order", mode, len(works))
-                return self._fail(works, f"{mode} scoring failed: {type(e).__name__}: {e}")
+                log.exception("scoring failed for %d request(s): serving backbone order", len(works))
+                return self._fail(works, f"scoring failed: {type(e).__name__}: {e}")
             finally:
                 timings["llm"] += time.perf_counter() - t
             tokens, calls = _apportion(batch.forward_tokens, counts), _apportion(batch.calls, counts)
         t = time.perf_counter()
         start = 0
-        for w, plan, n, tok, cl in zip(works, plans, counts, tokens, calls):
+        for (w, mode, plan), n, tok, cl in zip(jobs, counts, tokens, calls):
+            block = rows[start:start + n, LABEL_COLUMNS[mode]]
+            start += n
+            if w.failure is not None:
+                continue
             try:
-                scores = MODE_REGISTRY[mode].collect(plan, rows[start : start + n])
+                scores = MODE_REGISTRY[mode].collect(plan, block)
             except Exception as e:  # noqa: BLE001 - unusable rows for one request degrade that request only
                 log.exception("%s scores unusable for user %s", mode, w.request.user.user_id)
                 w.failure = f"{mode} scores unusable: {type(e).__name__}: {e}"
             else:
                 scores.forward_tokens, scores.llm_calls = tok, cl
                 w.scores[mode] = scores
-            start += n
         timings["ensemble"] += time.perf_counter() - t
 
     @staticmethod

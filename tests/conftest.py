@@ -50,5 +50,12 @@ def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="session")
 def hf_engine(model_dir: Path) -> HFEngine:
-    """ONE engine for the whole session: don't mutate it (use monkeypatch for attributes)."""
-    return HFEngine(model_dir, device="cpu")
+    """ONE engine for the whole session: don't mutate it (use monkeypatch for attributes).
+    float32, so exactness checks (packed vs full prompts, batched vs alone) are tight;
+    bf16 behaviour is tested on its own engine (``hf_engine_bf16``)."""
+    return HFEngine(model_dir, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def hf_engine_bf16(model_dir: Path) -> HFEngine:
+    return HFEngine(model_dir, device="cpu", dtype="bfloat16")

@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 
 from ranker.types import MODES
 from training.collate import BatchPlan, collate, encode_example, end_of_turn_ids, pad_id_of, token_losses
+from training.packing import answer_losses, collate_requests, encode_request
+from training.requests import FORMAT as REQUEST_FORMAT
 from training.data_io import EXAMPLES_FILE, MANIFEST_FILE, file_sha256, read_json, read_jsonl, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ class TuneConfig:
     epochs: float = 1.0  # passes over the data when max_steps is not set
     max_steps: int | None = None  # optimizer steps (overrides epochs)
     max_minutes: float | None = None  # stop (and save) after this much wall time in this run
-    max_seq_len: int = 1024  # longer examples are skipped (counted in metrics.json)
+    max_seq_len: int = 2048  # longer examples (or packed requests) are skipped (counted in metrics.json)
     grad_clip: float = 1.0
     checkpoint_every: int = 50  # optimizer steps between checkpoints
     keep_checkpoints: int = 2
@@ -181,6 +183,79 @@ def load_checkpoint(path: Path, model, opt, sched, cfg: TuneConfig, data_sha256:
     return state
 
 
+# ---- objectives: how examples become batches and losses ---------------------------------------
+
+
+class AnswerTokens:
+    """One instruction example per row, run in full; loss on the answer and end-of-turn tokens."""
+
+    def __init__(self, engine) -> None:
+        self.pad_id = pad_id_of(engine.tokenizer)
+        self.engine = engine
+
+    def encode(self, row: dict, eot: list[int]):
+        return encode_example(self.engine, row, eot)
+
+    @staticmethod
+    def length(e) -> int:
+        return len(e.input_ids)
+
+    def collate(self, batch: list) -> dict:
+        return collate(batch, self.pad_id)
+
+    @staticmethod
+    def weight(b: dict) -> float:
+        return int((b["labels"] != -100).sum())
+
+    @staticmethod
+    def input_tokens(b: dict) -> int:
+        return int(b["attention_mask"].sum())
+
+    @staticmethod
+    def loss_sum(model, b: dict, device) -> torch.Tensor:
+        return token_losses(model, b, device)[0].sum()
+
+    @staticmethod
+    def counts(kept: list, rows: list[dict], tasks) -> dict[str, int]:
+        return {t: sum(e.task == t for e in kept) for t in tasks}
+
+
+class PackedRequests:
+    """One request per row, its questions packed on one prefix (``training.packing``)."""
+
+    def __init__(self, engine) -> None:
+        self.pad_id = pad_id_of(engine.tokenizer)
+        self.engine = engine
+
+    def encode(self, row: dict, eot: list[int]):
+        return encode_request(self.engine, row)
+
+    @staticmethod
+    def length(e) -> int:
+        return e.n_tokens
+
+    def collate(self, batch: list) -> dict:
+        return collate_requests(batch, self.pad_id)
+
+    @staticmethod
+    def weight(b: dict) -> float:
+        return float(b["weights"].sum())
+
+    @staticmethod
+    def input_tokens(b: dict) -> int:
+        return int((b["position_ids"] > 0).sum()) + len(b["position_ids"])
+
+    def loss_sum(self, model, b: dict, device) -> torch.Tensor:
+        # LoRA layers sit inside the base model's modules, so its decoder runs them
+        decoder = model.get_base_model().get_decoder()
+        losses = answer_losses(decoder, self.engine.vocab_logits, b, device)
+        return (losses * b["weights"].to(device)).sum()
+
+    @staticmethod
+    def counts(kept: list, rows: list[dict], tasks) -> dict[str, int]:
+        return {t: sum(m == t for e in kept for m in e.modes) for t in tasks}
+
+
 # ---- the run ------------------------------------------------------------------------------
 
 
@@ -193,14 +268,25 @@ def code_revision(repo: Path | None = None) -> str | None:
         return None
 
 
+def is_request_dataset(manifest: dict) -> bool:
+    return manifest.get("format") == REQUEST_FORMAT
+
+
 def load_examples(cfg: TuneConfig) -> tuple[list[dict], dict]:
     manifest = read_json(cfg.dataset_dir / MANIFEST_FILE)
-    rows = [r for r in read_jsonl(cfg.dataset_dir / EXAMPLES_FILE) if r.get("task") in cfg.tasks]
+    rows = read_jsonl(cfg.dataset_dir / EXAMPLES_FILE)
+    if is_request_dataset(manifest):  # one row = one request; keep the questions of the chosen tasks
+        rows = [r | {"questions": [q for q in r["questions"] if q["mode"] in cfg.tasks]} for r in rows]
+        rows = [r for r in rows if r["questions"]]
+        required = ("system", "shared", "questions")
+    else:
+        rows = [r for r in rows if r.get("task") in cfg.tasks]
+        required = ("system", "shared", "specific", "answer", "labels", "task")
     if cfg.limit_examples is not None:
         rows = rows[: cfg.limit_examples]
     if not rows:
         raise ValueError(f"{cfg.dataset_dir / EXAMPLES_FILE}: no examples for tasks {cfg.tasks}")
-    missing = [k for k in ("system", "shared", "specific", "answer", "labels", "task") if k not in rows[0]]
+    missing = [k for k in required if k not in rows[0]]
     if missing:
         raise ValueError(f"{cfg.dataset_dir / EXAMPLES_FILE}: rows lack field(s) {missing}")
     return rows, manifest
@@ -265,8 +351,9 @@ def _tune(cfg: TuneConfig, t_start: float) -> Path:
     model_path = prepare_model(cfg.base_model, cfg.model_cache_dir)
     engine = HFEngine(model_path, device=cfg.device, dtype=cfg.dtype)
     eot = end_of_turn_ids(engine)
-    encoded = [encode_example(engine, r, eot) for r in rows]
-    kept = [e for e in encoded if len(e.input_ids) <= cfg.max_seq_len]
+    objective = PackedRequests(engine) if is_request_dataset(manifest) else AnswerTokens(engine)
+    encoded = [objective.encode(r, eot) for r in rows]
+    kept = [e for e in encoded if objective.length(e) <= cfg.max_seq_len]
     skipped = len(encoded) - len(kept)
     if not kept:
         raise ValueError(f"every example is longer than max_seq_len={cfg.max_seq_len}")
@@ -288,7 +375,7 @@ def _tune(cfg: TuneConfig, t_start: float) -> Path:
     log_path = cfg.output_dir / "log.jsonl"
     _truncate_log(log_path, step)
     state = {"history": history, "train_seconds": train_seconds, "data_sha256": data_sha}
-    stop_reason = _train_loop(model, opt, sched, kept, engine, device, cfg, steps, step, state, log_path)
+    stop_reason = _train_loop(model, opt, sched, kept, objective, device, cfg, steps, step, state, log_path)
     step, train_seconds = stop_reason["step"], stop_reason["train_seconds"]
     save_adapter(model, cfg.output_dir, cfg.base_model)
     info = model_info(model_path)
@@ -301,11 +388,11 @@ def _tune(cfg: TuneConfig, t_start: float) -> Path:
         "code_revision": code_revision(),
         "end_of_turn_ids": eot,
     })
-    counts = {t: sum(e.task == t for e in kept) for t in cfg.tasks}
+    counts = objective.counts(kept, rows, cfg.tasks)
     write_json_atomic(cfg.output_dir / "metrics.json", {
         "steps": step, "planned_steps": steps, "stopped": stop_reason["reason"],
         "examples": len(kept), "examples_per_task": counts, "skipped_too_long": skipped,
-        "mean_tokens": float(np.mean([len(e.input_ids) for e in kept])),
+        "mean_tokens": float(np.mean([objective.length(e) for e in kept])),
         "train_seconds": train_seconds, "seconds_per_step": train_seconds / max(1, step),
         "wall_seconds_this_run": time.perf_counter() - t_start,
         "loss_first": history[0]["loss"] if history else None, "loss_last": history[-1]["loss"] if history else None,
@@ -323,13 +410,12 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in lines))
 
 
-def _train_loop(model, opt, sched, data, engine, device, cfg, steps, step, state, log_path) -> dict:
+def _train_loop(model, opt, sched, data, objective, device, cfg, steps, step, state, log_path) -> dict:
     """Optimizer steps until ``steps`` or the time budget; ``state`` (history, train_seconds,
     data_sha256) goes into every checkpoint."""
     history = state["history"]
     model.train()
-    pad_id = pad_id_of(engine.tokenizer)
-    plan = BatchPlan([len(e.input_ids) for e in data], cfg)
+    plan = BatchPlan([objective.length(e) for e in data], cfg)
     t0, reason = time.perf_counter(), "max_steps"
     base_seconds = train_seconds = state["train_seconds"]
     bar = tqdm(total=steps, initial=step, desc="lora", disable=not cfg.progress)
@@ -339,13 +425,13 @@ def _train_loop(model, opt, sched, data, engine, device, cfg, steps, step, state
             if cfg.max_minutes is not None and time.perf_counter() - t0 > cfg.max_minutes * 60:
                 reason = "max_minutes"
                 break
-            micro = [collate([data[i] for i in idx], pad_id) for idx in plan.step(step)]
-            n_tokens = sum(int((b["labels"] != -100).sum()) for b in micro)
-            n_input = sum(int(b["attention_mask"].sum()) for b in micro)
+            micro = [objective.collate([data[i] for i in idx]) for idx in plan.step(step)]
+            n_tokens = sum(objective.weight(b) for b in micro)
+            n_input = sum(objective.input_tokens(b) for b in micro)
             total = 0.0
             for b in micro:
-                loss_sum = token_losses(model, b, device)[0].sum()
-                (loss_sum / n_tokens).backward()  # token-weighted mean over the whole step
+                loss_sum = objective.loss_sum(model, b, device)
+                (loss_sum / n_tokens).backward()  # weighted mean over the whole step
                 total += loss_sum.item()
             grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip))
             opt.step()

@@ -30,6 +30,7 @@ import torch
 from ranker.adapter import Adapter, load_adapter
 from ranker.engines import tokens
 from ranker.engines.base import Engine, EngineError, ScoreBatch, ScoringPrompt
+from ranker.engines.prefix_cache import PrefixCache, prefix_key
 from ranker.model import ModelError, model_info
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,15 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
     """transformers causal LM (+ optional PEFT adapter) scoring next-token log-probabilities.
 
     device: "auto" (CUDA when present, else CPU), "cpu" or "cuda".
-    dtype: None = bfloat16 on CUDA, float32 on CPU; or a torch dtype / its name.
+    dtype: None or "auto" = ``auto_dtype`` (bfloat16 on CUDA and on CPUs with bf16 matrix
+        units, float32 elsewhere); or a torch dtype / its name.
     max_batch_tokens: bound on the tokens one forward pass attends over: rows x longest row
         for prefixes and full prompts, rows x (longest prefix + longest pack) for packs.
     reuse_prefix: default scoring mode (False runs every full prompt, for comparison).
     pack_tokens: suffix tokens per packed row (attention inside a pack grows with its
         square, so very large packs stop paying off).
+    prefix_cache_bytes: bound of the LRU that keeps computed prefixes (a user's history
+        K/V) across calls; 0 disables it.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         reuse_prefix: bool = True,
         pack_tokens: int = 1024,
         adapter: Adapter | None = None,
+        prefix_cache_bytes: int = 0,
     ) -> None:
         if max_batch_tokens < 1 or pack_tokens < 1:
             raise ValueError(f"max_batch_tokens and pack_tokens must be >= 1, got {max_batch_tokens}, {pack_tokens}")
@@ -85,7 +90,10 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         params = inspect.signature(self._net.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
         self._decoder = self._net.get_decoder()  # the transformer body: hidden states, no vocabulary
-        self._lm_head = self._net.get_output_embeddings()
+        head = self._net.get_output_embeddings()
+        self._head_weight = head.weight.detach().float()  # a float32 copy only when the body is not
+        self._head_bias = None if getattr(head, "bias", None) is None else head.bias.detach().float()
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._pad_id = _pad_id(self.tokenizer)
         self._lock = threading.Lock()  # one forward at a time: service workers share the engine
 
@@ -157,13 +165,31 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
 
     def _prefill(self, prefixes: list[list[int]]):
         """K/V of right-padded prefixes: per layer (keys, values), each (B, H, width, D).
-        Padding sits after each prefix, so real positions are 0..n-1 and later masks hide it."""
+        Padding sits after each prefix, so real positions are 0..n-1 and later masks hide it.
+        Prefixes found in the prefix cache are not run again; the others run as one batch,
+        and each is cached on its own, unpadded."""
+        keys = [prefix_key(self.model_name, self.adapter_revision, p) for p in prefixes]
+        found = [self.prefix_cache.get(k) for k in keys]
+        missing = [i for i, kv in enumerate(found) if kv is None]
+        if missing:
+            batch = self._run_prefixes([prefixes[i] for i in missing])
+            for row, i in enumerate(missing):
+                n = len(prefixes[i])
+                # clone: a view would keep the whole padded batch alive inside the cache
+                found[i] = [(k[row:row + 1, :, :n].clone(), v[row:row + 1, :, :n].clone()) for k, v in batch]
+                self.prefix_cache.put(keys[i], found[i])
+        width = max(len(p) for p in prefixes)
+        kv = [(torch.cat([_pad_kv(f[layer][0], width) for f in found]),
+               torch.cat([_pad_kv(f[layer][1], width) for f in found])) for layer in range(len(found[0]))]
+        return kv, [len(p) for p in prefixes]
+
+    def _run_prefixes(self, prefixes: list[list[int]]):
         from transformers import DynamicCache
 
         ids, mask, _ = self._pad(prefixes, left=False)
         cache = DynamicCache()  # full (non-sliding) layers: the suffix rows need every position
         self._decoder(input_ids=ids, attention_mask=mask, use_cache=True, **{self._cache_kw: cache})
-        return [(layer.keys, layer.values) for layer in cache.layers], [len(p) for p in prefixes]
+        return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _score_rows(self, kv, slots: list[int], prefix_lens: list[int], width: int,
                     packed: list[list[list[int]]], label_ids: torch.Tensor) -> list[np.ndarray]:
@@ -199,7 +225,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         dev = self.device
         hidden = self._decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                                use_cache=True, **{self._cache_kw: cache}).last_hidden_state  # (R, T, d)
-        logits = self._logits(hidden[torch.tensor(row_of, device=dev), torch.tensor(last_of, device=dev)])
+        logits = self.vocab_logits(hidden[torch.tensor(row_of, device=dev), torch.tensor(last_of, device=dev)])
         rows = _gather(logits, label_ids)
         out, start = [], 0
         for suffixes in packed:
@@ -207,8 +233,12 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             start += len(suffixes)
         return out
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self._lm_head(hidden)
+    def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(n, d) hidden states -> (n, V) float32 next-token logits (training computes its loss here too)."""
+        # The vocabulary head runs in float32 whatever the body's dtype: it sees only one row
+        # per prompt (cheap), and the log-softmax over 49k words is where bf16 rounding
+        # would move label probabilities most.
+        logits = torch.nn.functional.linear(hidden.float(), self._head_weight, self._head_bias)
         cap = getattr(self._net.config, "final_logit_softcapping", None)  # Gemma-style heads
         return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -244,9 +274,9 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         for chunk in self._budget_chunks([len(s) for s in seqs], extra=0):
             batch = [seqs[i] for i in chunk]
             ids, mask, pos = self._pad(batch, left=True)
-            logits = self._net(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
-                               logits_to_keep=1).logits  # (B, 1, V)
-            rows[chunk] = _gather(logits[:, -1], label_ids)
+            hidden = self._decoder(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                   use_cache=False).last_hidden_state  # (B, T, d)
+            rows[chunk] = _gather(self.vocab_logits(hidden[:, -1]), label_ids)
             calls += 1
         return rows, sum(len(s) for s in seqs), calls
 
@@ -299,6 +329,12 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         return model
 
 
+def _pad_kv(t: torch.Tensor, width: int) -> torch.Tensor:
+    """(1, H, n, D) -> (1, H, width, D), zeros after the prefix (masked out later)."""
+    n = t.shape[2]
+    return t if n == width else torch.nn.functional.pad(t, (0, 0, 0, width - n))
+
+
 def _gather(logits: torch.Tensor, label_ids: torch.Tensor) -> np.ndarray:
     """(n, V) next-token logits -> (n, n_labels) log-probabilities over the full vocabulary."""
     lp = torch.log_softmax(logits.float(), dim=-1)
@@ -315,9 +351,32 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def auto_dtype(device_type: str, flags: frozenset[str]) -> torch.dtype:
+    """bfloat16 on a GPU and on CPUs with native bf16 matrix units (AMX or AVX512-BF16:
+    several times the fp32 matmul rate there), float32 on other CPUs, where bf16 is
+    emulated and slower than fp32."""
+    if device_type == "cuda" or {"amx_bf16", "avx512_bf16"} & flags:
+        return torch.bfloat16
+    return torch.float32
+
+
 def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype is None or dtype == "auto":
+        chosen = auto_dtype(device.type, cpu_flags() if device.type == "cpu" else frozenset())
+        log.info("dtype auto -> %s on %s", str(chosen).removeprefix("torch."), device.type)
+        return chosen
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:

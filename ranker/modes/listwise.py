@@ -28,7 +28,7 @@ from ranker.prompts import (
     approx_token_count,
     listwise_identifiers,
     listwise_prompt,
-    listwise_shared,
+    shared_text,
 )
 from ranker.types import Candidate, ModeScores, UserProfile
 
@@ -63,11 +63,13 @@ def plan(
     hints: bool = True,
     config: PromptConfig = DEFAULT_CONFIG,
     count_tokens: TokenCounter = approx_token_count,
+    shared: str | None = None,
 ) -> ModePlan:
     ids = [c.item_id for c in candidates]
     if not candidates:
         return ModePlan("listwise", LISTWISE_LABELS, [], item_ids=ids)
-    shared = listwise_shared(user, config, count_tokens)
+    if shared is None:
+        shared = shared_text(user, config, count_tokens)
     prompts, keys = [], []
     for windows in shown_orders(candidates, shuffles, request_seed(seed, user.user_id, candidates, "listwise")):
         for window in windows:

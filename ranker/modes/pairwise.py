@@ -25,7 +25,7 @@ from ranker.prompts import (
     TokenCounter,
     approx_token_count,
     pairwise_prompt,
-    pairwise_shared,
+    shared_text,
 )
 from ranker.types import Candidate, ModeScores, UserProfile
 
@@ -58,10 +58,12 @@ def plan(
     hints: bool = True,
     config: PromptConfig = DEFAULT_CONFIG,
     count_tokens: TokenCounter = approx_token_count,
+    shared: str | None = None,
 ) -> ModePlan:
     ids = [c.item_id for c in candidates]
     pairs = select_pairs(candidates, budget, request_seed(seed, user.user_id, candidates, "pairwise"))
-    shared = pairwise_shared(user, config, count_tokens) if pairs else ""
+    if pairs and shared is None:
+        shared = shared_text(user, config, count_tokens)
     prompts, keys = [], []
     for a, b in pairs:
         for first, second in ((a, b), (b, a)):  # both orders, adjacent rows

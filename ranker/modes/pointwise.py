@@ -15,7 +15,7 @@ from ranker.prompts import (
     TokenCounter,
     approx_token_count,
     pointwise_prompt,
-    pointwise_shared,
+    shared_text,
 )
 from ranker.types import Candidate, ModeScores, UserProfile
 
@@ -29,8 +29,10 @@ def plan(
     hints: bool = True,
     config: PromptConfig = DEFAULT_CONFIG,
     count_tokens: TokenCounter = approx_token_count,
+    shared: str | None = None,
 ) -> ModePlan:
-    shared = pointwise_shared(user, config, count_tokens)  # rendered once: identical for every candidate
+    if shared is None:  # rendered once: identical for every candidate (and every mode)
+        shared = shared_text(user, config, count_tokens)
     prompts = [
         pointwise_prompt(
             user,

@@ -40,3 +40,17 @@ if tuple(MODE_REGISTRY) != MODES:
     raise ImportError(f"MODE_REGISTRY {tuple(MODE_REGISTRY)} must list ranker.types.MODES {MODES} in order")
 
 LABEL_SETS: Mapping[Mode, tuple[str, ...]] = {m: spec.labels for m, spec in MODE_REGISTRY.items()}
+
+# One engine call reads every mode's labels (ranker.ranker): the sets are disjoint, so a
+# column identifies its mode, and each mode keeps its own slice of the columns.
+ALL_LABELS: tuple[str, ...] = tuple(label for labels in LABEL_SETS.values() for label in labels)
+if len(set(ALL_LABELS)) != len(ALL_LABELS):
+    raise ImportError(f"the label sets of the modes must be disjoint, got {ALL_LABELS}")
+
+
+def _label_columns(label_sets: Mapping[Mode, tuple[str, ...]]) -> dict[Mode, slice]:
+    ends = np.cumsum([len(labels) for labels in label_sets.values()])
+    return {mode: slice(int(end) - len(labels), int(end)) for (mode, labels), end in zip(label_sets.items(), ends)}
+
+
+LABEL_COLUMNS: Mapping[Mode, slice] = _label_columns(LABEL_SETS)

@@ -131,7 +131,7 @@ def test_lora_adapter_loads_and_changes_scores(hf_engine: HFEngine, model_dir: P
     adapter = tmp_path / "tiny-lora"
     peft_model.save_pretrained(adapter)
     del peft_model
-    tuned = HFEngine(model_dir, adapter_path=adapter, device="cpu")
+    tuned = HFEngine(model_dir, adapter_path=adapter, device="cpu", dtype="float32")
     assert tuned.adapter_name == "tiny-lora"
     assert re.fullmatch(r"[0-9a-f]{16}", tuned.adapter_revision)
     prompts = _mixed_prompts(hf_engine)[:4]

@@ -19,7 +19,7 @@ from ranker.prompts import (
     pairwise_prompt,
     pointwise_answer,
     pointwise_prompt,
-    preference_history,
+    shared_text,
     validate_templates,
 )
 from ranker.types import Candidate, HistoryEntry, UserProfile
@@ -35,7 +35,7 @@ CANDS = [Candidate("a", "Alpha (1990)", 0.9), Candidate("b", "Beta (1991)", 0.2)
 
 
 def history_titles(text: str) -> list[str]:
-    return re.findall(r'^- "([^"]*)"', text, flags=re.M)
+    return re.findall(r'^"([^"]*)": ', text, flags=re.M)
 
 
 # ---- history -----------------------------------------------------------------------------
@@ -54,25 +54,27 @@ def test_history_item_cap():
     assert history_titles(p.shared) == ["M9", "M8"]
 
 
-def test_pointwise_history_shows_ratings():
+def test_history_shows_ratings_most_recent_first():
     p = pointwise_prompt(USER, CANDS[0])
-    lines = [line for line in p.shared.splitlines() if line.startswith("- ")]
-    assert lines == ['- "M4": liked', '- "M3": 3', '- "M2": 1', '- "M1": 4', '- "M0": 5']
-
-
-def test_preference_history_splits_likes_and_dislikes():
-    likes, dislikes = preference_history(USER, PromptConfig(), lambda s: 1)
-    assert likes == ['- "M4"', '- "M1"', '- "M0"']  # None counts as liked, 3 is skipped
-    assert dislikes == ['- "M2"']
+    lines = [line for line in p.shared.splitlines() if line.startswith('"')]
+    assert lines == ['"M4": liked', '"M3": 3', '"M2": 1', '"M1": 4', '"M0": 5']
 
 
 def test_empty_history_says_none():
     p = pairwise_prompt(UserProfile("u0"), CANDS[0], CANDS[1])
-    assert p.shared.count(NO_HISTORY) == 2
+    assert p.shared.count(NO_HISTORY) == 1
     assert history_titles(p.shared) == []
 
 
 # ---- layout ------------------------------------------------------------------------------
+
+
+def test_one_shared_part_for_every_mode():
+    # the engine computes a request's prefix once for all three modes
+    shared = shared_text(USER)
+    prompts = [pointwise_prompt(USER, CANDS[0]), pairwise_prompt(USER, CANDS[0], CANDS[1]), listwise_prompt(USER, CANDS)]
+    assert {p.shared for p in prompts} == {shared}
+    assert len({p.system for p in prompts}) == 1
 
 
 def test_shared_part_identical_across_candidates_and_hints():
@@ -92,7 +94,7 @@ def test_hint_on_off_changes_specific_text_only():
     on, off = pointwise_prompt(USER, CANDS[0], hint), pointwise_prompt(USER, CANDS[0], None)
     assert on.shared == off.shared
     assert hint in on.specific and "Hint" not in off.specific
-    assert on.specific.replace(hint + "\n", "") == off.specific
+    assert on.specific.replace("\n" + hint, "") == off.specific
 
 
 def test_hint_must_be_one_line():
@@ -108,12 +110,12 @@ def test_labels_per_mode():
 
 def test_listwise_lines_and_window_limit():
     p = listwise_prompt(USER, CANDS)
-    assert re.findall(r'^\[([A-T])\] "([^"]*)"$', p.specific, flags=re.M) == [
+    assert re.findall(r'^([A-T])\. (.*)$', p.specific, flags=re.M) == [
         ("A", "Alpha (1990)"),
         ("B", "Beta (1991)"),
         ("C", "Gamma (1992)"),
     ]
-    assert "top 3" in p.specific
+    assert "best first" in p.specific
     many = [Candidate(str(i), f"T{i}") for i in range(MAX_LISTWISE + 1)]
     assert listwise_prompt(USER, many[:MAX_LISTWISE]).labels == LISTWISE_LABELS
     with pytest.raises(ValueError, match="1..20 candidates"):
@@ -158,7 +160,7 @@ def test_prompt_config_validation():
 
 def test_pointwise_hint_ranks_among_scored_candidates():
     assert backbone_rank(CANDS[1], CANDS) == (2, 2)
-    assert "ranks this candidate 1st of 2" in pointwise_hint(CANDS[0], CANDS)
+    assert "ranks it 1st of 2" in pointwise_hint(CANDS[0], CANDS)
     assert pointwise_hint(CANDS[2], CANDS) is None  # no backbone score, no hint
     tied = [Candidate("x", "X", 1.0), Candidate("y", "Y", 1.0)]
     assert pointwise_hint(tied[0], tied) == pointwise_hint(tied[1], tied)
@@ -172,7 +174,7 @@ def test_pairwise_hint_follows_order():
 
 def test_listwise_hint_top5_by_identifier():
     cands = [Candidate(str(i), f"T{i}", float(s)) for i, s in enumerate([3, 9, 1, 7, 5, 8, 2])]
-    assert listwise_hint(cands, LISTWISE_LABELS[:7]) == "Hint: another recommender system's top 5: B, F, D, E, A."
+    assert listwise_hint(cands, LISTWISE_LABELS[:7]) == "Hint: another recommender's top 5: B, F, D, E, A."
     assert listwise_hint([Candidate("x", "X")], ("A",)) is None
 
 
@@ -213,7 +215,7 @@ def test_hostile_titles_keep_prompt_structure(hf_engine):
         text = sp.prefix + sp.suffix
         assert SPLIT_MARK not in text and "\u2063" not in text
         # history: exactly one line per entry, each a quoted title
-        assert len(re.findall(r'^- "[^"\n]*"(: \d)?$', p.shared, flags=re.M)) == len(HOSTILE)
+        assert len(re.findall(r'^"[^"\n]*": \d$', p.shared, flags=re.M)) == len(HOSTILE)
         assert len(history_titles(p.shared)) == len(HOSTILE)
         # chat structure: system, user, assistant turns only
         ids = hf_engine.encode(sp)[0] + hf_engine.encode(sp)[1]
@@ -222,9 +224,10 @@ def test_hostile_titles_keep_prompt_structure(hf_engine):
         assert text.rstrip().endswith("<|im_start|>assistant")
     # candidates: one line per item in listwise, exactly two candidate lines in pairwise
     lw = prompts[2].specific
-    assert len(re.findall(r'^\[[A-T]\] "[^"\n]*"$', lw, flags=re.M)) == len(HOSTILE)
-    assert len(re.findall(r"^\[", lw, flags=re.M)) == len(HOSTILE)
+    assert len(re.findall(r'^[A-T]\. [^"\n]+$', lw, flags=re.M)) == len(HOSTILE)
+    assert len(lw.splitlines()) == 1 + len(HOSTILE) + 1  # question, one line per candidate, hint
     pw = prompts[1].specific
-    assert len(re.findall(r'^(First|Second) candidate: "[^"\n]*"$', pw, flags=re.M)) == 2
-    assert len(pw.splitlines()) == 4  # first, second, hint, question
-    assert len(prompts[0].specific.splitlines()) == 3  # candidate, hint, question
+    assert len(re.findall(r'^Prefer "[^"\n]*" over "[^"\n]*"\? Yes or No\.$', pw, flags=re.M)) == 1
+    assert len(pw.splitlines()) == 2  # question, hint
+    assert len(re.findall(r'^Rate "[^"\n]*" 1-5\.$', prompts[0].specific, flags=re.M)) == 1
+    assert len(prompts[0].specific.splitlines()) == 2  # question, hint

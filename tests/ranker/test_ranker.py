@@ -39,17 +39,25 @@ class KeywordEngine(Engine):
 
     @staticmethod
     def _row(suffix: str, labels: Sequence[str]) -> np.ndarray:
-        titles = re.findall(r'"([^"]*)"', suffix)
+        """Probabilities over ALL labels: the question's own labels get mass, the others ~0."""
+        titles = re.findall(r'"([^"]*)"', suffix) or re.findall(r"^[A-T]\. (.*)$", suffix, flags=re.M)
         good = ["Good" in t for t in titles]
-        if labels[0] == "1":  # pointwise: mostly 5 for a good title, mostly 2 otherwise
-            return np.array([0.05, 0.8, 0.05, 0.05, 0.05]) if not good[0] else np.array([0.05, 0.05, 0.05, 0.05, 0.8])
-        if labels[0] == "Yes":
+        row = np.full(len(labels), 1e-9)
+        if suffix.startswith("Rate "):  # pointwise: mostly 5 for a good title, mostly 2 otherwise
+            probs = [0.05, 0.8, 0.05, 0.05, 0.05] if not good[0] else [0.05, 0.05, 0.05, 0.05, 0.8]
+            own = ["1", "2", "3", "4", "5"]
+        elif suffix.startswith("Prefer "):
             p_yes = 0.5 + 0.4 * (good[0] - good[1]) + 0.05  # + first-position bias
-            return np.array([p_yes, 1 - p_yes])
-        weights = np.full(len(labels), 1e-3)  # listwise: identifiers beyond the shown ones get ~0
-        for k, g in enumerate(good):
-            weights[k] = (5.0 if g else 1.0) + (0.5 if k == 0 else 0.0)
-        return weights / weights.sum()
+            probs, own = [p_yes, 1 - p_yes], ["Yes", "No"]
+        else:  # listwise: identifiers beyond the shown ones get ~0
+            own = list("ABCDEFGHIJKLMNOPQRST")
+            weights = np.full(len(own), 1e-3)
+            for k, g in enumerate(good):
+                weights[k] = (5.0 if g else 1.0) + (0.5 if k == 0 else 0.0)
+            probs = weights / weights.sum()
+        for label, p in zip(own, probs):
+            row[labels.index(label)] = p
+        return row
 
 
 class BrokenEngine(KeywordEngine):
@@ -101,18 +109,18 @@ def test_known_answer_all_modes():
     assert set(top.mode_scores) == set(MODES) and all(v > 0 for v in top.mode_scores.values())
     assert res.label_mass == pytest.approx({m: 0.5 for m in MODES}, abs=2e-3)  # listwise: unshown letters ~0
     assert set(res.timings) == set(STAGES) and all(v >= 0 for v in res.timings.values())
-    assert res.llm_calls == 3 and res.forward_tokens > 0  # one prefix per mode
-    # 4 pointwise + 2 * min(5 (the default budget), 6 pairs) pairwise + 3 listwise shuffles
-    assert engine.calls == [(4, ("1", "2", "3", "4", "5")), (10, ("Yes", "No")), (3, tuple("ABCDEFGHIJKLMNOPQRST"))]
+    assert res.llm_calls == 1 and res.forward_tokens > 0  # one prefix for all three modes
+    # ONE engine call: 4 pointwise + 2 * min(5, 6 pairs) pairwise + 3 listwise shuffles, all labels
+    assert engine.calls == [(4 + 10 + 3, ("1", "2", "3", "4", "5", "Yes", "No", *"ABCDEFGHIJKLMNOPQRST"))]
 
 
-def test_rank_many_shares_one_engine_call_per_mode():
+def test_rank_many_shares_one_engine_call():
     two = [Candidate("x", "Good x", 0.1), Candidate("y", "Y", 0.2)]
     other = RankRequest(UserProfile("u2", USER.history[:1]), two, k=2)
     reqs = [request(), other, request(modes=("pointwise",))]
     engine = KeywordEngine()
     batched = Ranker(engine).rank_many(reqs)
-    assert [n for n, _ in engine.calls] == [4 + 2 + 4, 10 + 2, 3 + 3]  # pairwise: 2 * min(budget 5, 6 pairs)
+    assert [n for n, _ in engine.calls] == [(4 + 10 + 3) + (2 + 2 + 3) + 4]
     singles = [Ranker(KeywordEngine()).rank(r) for r in reqs]
     for b, s in zip(batched, singles):
         assert [i.item_id for i in b.items] == [i.item_id for i in s.items]
@@ -121,8 +129,8 @@ def test_rank_many_shares_one_engine_call_per_mode():
     assert batched[2].modes == ("pointwise",) and set(batched[2].items[0].mode_scores) == {"pointwise"}
     # the shared calls' tokens and calls are split across requests, adding up to what the engine reported
     assert sum(r.forward_tokens for r in batched) == sum(t for t, _ in engine.reported)
-    # requests 1 and 3 are the same user: one shared prefix per mode for them
-    assert sum(r.llm_calls for r in batched) == sum(c for _, c in engine.reported) == 2 + 2 + 2
+    # requests 1 and 3 are the same user: one shared prefix for every mode of both
+    assert sum(r.llm_calls for r in batched) == sum(c for _, c in engine.reported) == 2
 
 
 def test_engine_failure_gives_degraded_backbone_order(caplog):
@@ -181,7 +189,7 @@ def test_weights_override_backbone_only():
 def test_budget_and_shuffles_from_config():
     engine = KeywordEngine()
     Ranker(engine, RankerConfig(pairwise_budget=2, listwise_shuffles=5)).rank(request())
-    assert [n for n, _ in engine.calls] == [4, 4, 5]
+    assert [n for n, _ in engine.calls] == [4 + 4 + 5]
 
 
 def test_request_validation():
@@ -203,6 +211,6 @@ def test_real_model_end_to_end(hf_engine):
     res = Ranker(hf_engine, cfg).rank(RankRequest(USER, list(CANDS[:3]), k=2))
     assert not res.degraded, res.degraded_reason
     assert len(res.items) == 2 and res.modes == MODES
-    assert res.llm_calls >= 3 and res.forward_tokens > 0
+    assert res.llm_calls >= 1 and res.forward_tokens > 0
     assert all(0.0 < m <= 1.0 for m in res.label_mass.values())
     assert res.items[0].score >= res.items[1].score
