@@ -93,7 +93,8 @@ def build_engine(settings: Settings, adapter: Adapter | None = None) -> Engine:
     model_path = prepare_model(settings.base_model, settings.models_dir)
     if settings.engine == "hf":
         return create_engine("hf", model_path=model_path, adapter=adapter, device=settings.device,
-                             dtype=None if settings.dtype == "auto" else settings.dtype)
+                             dtype=None if settings.dtype == "auto" else settings.dtype,
+                             prefix_cache_bytes=settings.prefix_cache_mb << 20)
     return create_engine("vllm", base_url=settings.vllm_url, model=settings.vllm_model or settings.base_model,
                          tokenizer_path=model_path, adapter=adapter)
 

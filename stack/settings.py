@@ -43,10 +43,13 @@ class Settings(BaseSettings):
     base_model: str = Field(BUNDLED_MODEL, description="Bundled model name, a Hugging Face id, or a local checkpoint path.")
     adapter: str | None = Field(str(DEFAULT_ADAPTER), description="PEFT adapter folder; 'none' serves the base model.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: bfloat16 on CUDA, float32 on CPU. bf16 moves label log-probabilities by ~0.02
-    # between batch shapes (fp32: ~1e-6), enough to swap near-tied candidates; a small
-    # model on a GPU is launch-bound, so float32 costs little there.
+    # auto: bfloat16 on CUDA and on CPUs with bf16 matrix units (AMX / AVX512-BF16), float32 on
+    # other CPUs (ranker.engines.hf.auto_dtype; the choice is logged at start-up). bf16 moves
+    # label log-probabilities by ~0.02 between batch shapes (fp32: ~1e-6): pin float32 where
+    # bit-identical rankings matter more than speed.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    prefix_cache_mb: int = Field(256, ge=0, description="LRU of computed user-history prefixes (K/V) kept across "
+                                 "requests, in MiB; 0 disables it.")
     engine: Literal["hf", "vllm"] = "hf"
     vllm_url: str = Field("http://127.0.0.1:8000", description="OpenAI-compatible vLLM server for engine=vllm.")
     vllm_model: str | None = Field(None, description="Model (or LoRA module) name to send to vLLM.")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from stack.settings import Settings
+from ranker.engines.hf import auto_dtype, cpu_flags
 from stack.build import build_engine
 
 
@@ -19,7 +20,15 @@ def test_dtype_setting_reaches_the_engine(model_dir: Path, monkeypatch) -> None:
     assert engine.dtype == torch.bfloat16
     assert next(engine.model.parameters()).dtype == torch.bfloat16
     auto = build_engine(Settings(base_model=str(model_dir), adapter="none", device="cpu", dtype="auto"))
-    assert auto.dtype == torch.float32  # auto on a CPU
+    assert auto.dtype == auto_dtype("cpu", cpu_flags())  # chosen by this machine's CPU
+
+
+def test_auto_dtype_follows_the_hardware() -> None:
+    assert auto_dtype("cuda", frozenset()) == torch.bfloat16
+    assert auto_dtype("cpu", frozenset({"avx2", "amx_bf16", "amx_tile"})) == torch.bfloat16
+    assert auto_dtype("cpu", frozenset({"avx512f", "avx512_bf16"})) == torch.bfloat16
+    assert auto_dtype("cpu", frozenset({"avx2", "avx512f"})) == torch.float32  # bf16 would be emulated: slower
+    assert auto_dtype("cpu", frozenset()) == torch.float32
 
 
 def test_unknown_dtype_is_rejected_with_the_field_named(monkeypatch) -> None:

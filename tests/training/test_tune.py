@@ -14,7 +14,7 @@ from ranker.chat import to_scoring_prompt
 from ranker.engines.hf import HFEngine
 from ranker.model import BUNDLED_MODEL
 from ranker.types import Candidate, HistoryEntry, Prompt, UserProfile
-from training import batching as B
+from training import collate as B
 from training import tune as T
 from training.data_io import read_jsonl
 from training.instructions import write_dataset

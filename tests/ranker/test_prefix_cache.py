@@ -1,0 +1,81 @@
+"""The per-engine prefix cache: an LRU bounded in bytes, keyed so that new history misses,
+and scores that do not depend on whether a prefix came from the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ranker.chat import to_scoring_prompt
+from ranker.engines.hf import HFEngine
+from ranker.engines.prefix_cache import PrefixCache, kv_bytes, prefix_key
+from ranker.modes.registry import ALL_LABELS
+from ranker.ranker import Ranker, RankerConfig, RankRequest
+from ranker.types import Candidate, HistoryEntry, UserProfile
+
+
+def _kv(n_tokens: int, layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.zeros(1, 1, n_tokens, 4), torch.zeros(1, 1, n_tokens, 4)) for _ in range(layers)]
+
+
+def test_lru_evicts_least_recently_used_by_bytes() -> None:
+    entry = kv_bytes(_kv(10))
+    assert entry == 2 * 2 * 10 * 4 * 4  # layers x (k, v) x tokens x dim x 4 bytes
+    cache = PrefixCache(max_bytes=3 * entry)
+    for key in "abc":
+        cache.put(key, _kv(10))
+    assert cache.get("a") is not None  # a is now the most recent; b the least
+    cache.put("d", _kv(10))
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("d") is not None
+    assert cache.stats.bytes == 3 * entry and cache.stats.entries == 3 and cache.stats.evictions == 1
+    cache.put("big", _kv(40))  # larger than the whole cache: not kept, nothing evicted for it
+    assert cache.get("big") is None and cache.stats.entries == 3
+    assert cache.stats.hits == 3 and cache.stats.misses == 2
+
+
+def test_disabled_cache_keeps_nothing() -> None:
+    cache = PrefixCache(0)
+    cache.put("a", _kv(1))
+    assert cache.get("a") is None and cache.stats.bytes == 0
+    with pytest.raises(ValueError, match=">= 0"):
+        PrefixCache(-1)
+
+
+def test_key_depends_on_model_adapter_and_every_token() -> None:
+    base = prefix_key("m", "rev1", [1, 2, 3])
+    assert base == prefix_key("m", "rev1", [1, 2, 3])
+    assert len({base, prefix_key("m", "rev2", [1, 2, 3]), prefix_key("m2", "rev1", [1, 2, 3]),
+                prefix_key("m", "rev1", [1, 2, 4]), prefix_key("m", None, [1, 2, 3])}) == 5
+
+
+USER = UserProfile("u1", (HistoryEntry("1", "Alien (1979)", 5.0), HistoryEntry("2", "Heat (1995)", 2.0)))
+CANDS = [Candidate("a", "Fargo (1996)", 0.9), Candidate("b", "Babe (1995)", 0.5), Candidate("c", "Jaws (1975)", 0.1)]
+
+
+@pytest.mark.slow
+def test_cached_prefix_gives_the_same_scores_and_new_events_miss(model_dir: Path) -> None:
+    cached = HFEngine(model_dir, device="cpu", dtype="float32", prefix_cache_bytes=64 << 20)
+    cfg = RankerConfig(pairwise_budget=1, listwise_shuffles=1)
+    ranker = Ranker(cached, cfg)
+    request = RankRequest(USER, list(CANDS), k=3)
+    prompts = [to_scoring_prompt(cached, p) for plan in ranker.plans(request).values() for p in plan.prompts]
+    cold = cached.score(prompts, ALL_LABELS)  # computes and stores the user's prefix
+    assert cached.prefix_cache.stats.misses == 1 and cached.prefix_cache.stats.entries == 1
+    warm = cached.score(prompts, ALL_LABELS)
+    assert cached.prefix_cache.stats.hits == 1
+    np.testing.assert_allclose(warm.logprobs, cold.logprobs, atol=1e-5)
+    # a request with other candidates reuses the same history prefix
+    other = RankRequest(USER, [Candidate("d", "Heat (1995)", 0.3), *CANDS[:2]], k=2)
+    ranker.rank(other)
+    assert cached.prefix_cache.stats.hits == 2
+    # a new event changes the history, hence the prefix: a miss, never a stale hit
+    newer = UserProfile("u1", (*USER.history, HistoryEntry("3", "Babe (1995)", 4.0)))
+    ranker.rank(RankRequest(newer, list(CANDS), k=3))
+    assert cached.prefix_cache.stats.misses == 2
+    # and a cache-less engine scores exactly the same
+    plain = HFEngine(model_dir, device="cpu", dtype="float32")
+    np.testing.assert_allclose(plain.score(prompts, ALL_LABELS).logprobs, warm.logprobs, atol=1e-4)
+    assert plain.prefix_cache.stats.entries == 0
