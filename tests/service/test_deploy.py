@@ -45,6 +45,17 @@ def test_every_dashboard_query_uses_an_exported_metric():
         assert topic in titles, topic
 
 
+@pytest.mark.parametrize("doc", ["docs/service.md", "README.md", "deploy/prometheus/alerts.yml"])
+def test_docs_and_alerts_name_only_exported_metrics(doc):
+    families = _exported_families()
+    named = {_base(n, families) for n in re.findall(r"recranker_[a-z_]+[a-z]", (REPO / doc).read_text())}
+    named = {n for n in named if not n.startswith("recranker_smollm2")}  # the adapter's folder name
+    assert named <= families, f"{doc} names metrics the service does not export: {sorted(named - families)}"
+    if doc == "docs/service.md":  # the metrics table describes every family (the client's *_created aside)
+        described = {f for f in families if not f.endswith("_created")}
+        assert named == described, f"{doc} does not describe: {sorted(described - named)}"
+
+
 def test_metric_names_follow_the_conventions():
     families = _exported_families()
     assert families and all(f.startswith("recranker_") for f in families)
