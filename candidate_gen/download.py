@@ -77,7 +77,7 @@ def load_dataset(dataset: str, data_dir: Path, url: str = ML100K_URL, md5: str =
             except DataError as e:
                 # the user's fix is a setting, not this function's argument: name the variable
                 raise DataError(f"no ml-100k/ under {data_dir} and {e}; set RECRANKER_DATA_DIR to a folder "
-                                "holding an unpacked ml-100k/ (or --data-dir on the CLI)") from None
+                                "holding an unpacked ml-100k/") from None
         return load_movielens_100k(folder)
     path = Path(dataset)
     if path.is_dir():
