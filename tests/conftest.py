@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from candidate_gen.data import ML100K_FILES, DataError
-from candidate_gen.download import download_ml100k
+from candidate_gen.download import ML100K_URL, download_ml100k
 from ranker.engines.hf import HFEngine
 from ranker.model import BUNDLED_MODEL, prepare_model
 
@@ -30,7 +30,8 @@ def _has_ml100k(data_dir: Path) -> bool:
     return all((data_dir / "ml-100k" / f).is_file() for f in ML100K_FILES)
 
 
-def find_data_dir(cache_dir: Path | None) -> Path:
+def find_data_dir(cache_dir: Path | None, beside: Path = REPO.parent / "shared" / "data",
+                  url: str = ML100K_URL) -> Path:
     """The folder holding ml-100k/ for the tests (see the module docstring for the order);
     calls pytest.fail naming RECRANKER_DATA_DIR when there is none and none can be fetched."""
     env = os.environ.get("RECRANKER_DATA_DIR")
@@ -39,13 +40,13 @@ def find_data_dir(cache_dir: Path | None) -> Path:
             pytest.fail(f"RECRANKER_DATA_DIR={env} has no complete ml-100k/ folder "
                         f"(expected {', '.join(ML100K_FILES)} in {Path(env) / 'ml-100k'})")
         return Path(env)
-    for candidate in (REPO.parent / "shared" / "data", cache_dir):
+    for candidate in (beside, cache_dir):
         if candidate is not None and _has_ml100k(candidate):
             return candidate
     if cache_dir is None:
         pytest.fail("MovieLens-100K not found: set RECRANKER_DATA_DIR to a folder holding ml-100k/")
     try:
-        download_ml100k(cache_dir)
+        download_ml100k(cache_dir, url=url, timeout=30)
     except DataError as e:
         pytest.fail(f"MovieLens-100K not found and the download failed ({e}): set RECRANKER_DATA_DIR "
                     "to a folder holding ml-100k/ (unpacked ml-100k.zip from GroupLens)")
