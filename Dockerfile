@@ -31,7 +31,8 @@ RUN pip install --no-deps -e .
 ENV RECRANKER_HOME=/var/lib/recranker \
     RECRANKER_HOST=0.0.0.0 \
     RECRANKER_PORT=8080
-RUN useradd --create-home --uid 10001 app && mkdir -p "$RECRANKER_HOME" && chown app "$RECRANKER_HOME"
+# data/ exists in the image so that a fresh named volume mounted there is writable by app
+RUN useradd --create-home --uid 10001 app && mkdir -p "$RECRANKER_HOME/data" && chown -R app "$RECRANKER_HOME"
 USER app
 # Convert the GGUF into a plain checkpoint at build time (~25 s once), not at every start.
 RUN recranker model prepare

@@ -15,6 +15,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from tqdm import tqdm
+
 from candidate_gen.data import ML100K_FILES, DataError, Dataset, load_generic, load_movielens_100k
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,15 @@ def download_ml100k(data_dir: Path, url: str = ML100K_URL, md5: str = ML100K_MD5
         log.info("downloading %s", url)
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp, archive.open("wb") as out:
-                shutil.copyfileobj(resp, out)
+                size = int(resp.headers.get("Content-Length") or 0) or None
+                # disable=None: a bar on a terminal only; a log gets the two lines around it
+                with tqdm(total=size, unit="B", unit_scale=True, desc="ml-100k.zip", disable=None, leave=False) as bar:
+                    while chunk := resp.read(1 << 16):
+                        out.write(chunk)
+                        bar.update(len(chunk))
         except OSError as e:
             raise DataError(f"could not download {url}: {e}") from None
+        log.info("downloaded %s (%d bytes)", url, archive.stat().st_size)
         digest = hashlib.md5(archive.read_bytes()).hexdigest()
         if digest != md5:
             raise DataError(f"{url}: checksum mismatch (md5 {digest}, expected {md5}); nothing was unpacked")
@@ -64,7 +72,12 @@ def load_dataset(dataset: str, data_dir: Path, url: str = ML100K_URL, md5: str =
     if dataset == "ml-100k":
         folder = data_dir / "ml-100k"
         if not all((folder / f).is_file() for f in ML100K_FILES):
-            folder = download_ml100k(data_dir, url=url, md5=md5)
+            try:
+                folder = download_ml100k(data_dir, url=url, md5=md5)
+            except DataError as e:
+                # the user's fix is a setting, not this function's argument: name the variable
+                raise DataError(f"no ml-100k/ under {data_dir} and {e}; set RECRANKER_DATA_DIR to a folder "
+                                "holding an unpacked ml-100k/") from None
         return load_movielens_100k(folder)
     path = Path(dataset)
     if path.is_dir():

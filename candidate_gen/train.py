@@ -167,7 +167,9 @@ def _fit(net, sampler, export: Callable[[], Backbone], cfg, split: Split, rng, p
     """The epoch loop with validation-based model selection and early stopping."""
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=decay)
     best_score, best_state, best_valid, best_epoch, stale = -1.0, None, {}, 0, 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {model}", disable=not progress, leave=False)
+    # disable=None: a bar on a terminal only; a log or pipe gets the start and end lines instead
+    log.info("training %s backbone (up to %d epochs)", model, cfg.epochs)
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {model}", disable=None if progress else True, leave=False)
     epoch = 0
     for epoch in bar:
         loss = _train_epoch(net, sampler, opt, rng)

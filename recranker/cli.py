@@ -222,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from service.server import configure_logging  # light: settings and pydantic only
+
+    configure_logging(args.verbose)
     try:
         settings = Settings()
     except ValidationError as e:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from stack.settings import Settings
 from service.microbatch import MicroBatcher
@@ -83,7 +84,11 @@ def create_app(settings: Settings, *, resources: Resources | None = None,
             await batcher.stop()
             await store.close()
 
-    app = FastAPI(title="RecRanker", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc load Swagger UI and ReDoc from files shipped in the fastapi-offline
+    # wheel (served under /static-offline-docs), not from a CDN: they work without internet
+    # (validatorUrl None: Swagger UI would otherwise fetch a validity badge from swagger.io)
+    app = FastAPIOffline(title="RecRanker", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                         swagger_ui_parameters={"validatorUrl": None})
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.live = None

@@ -19,6 +19,9 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 MASS_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 STAGES = ("cache", "retrieve", "queue", "prompt", "llm", "ensemble")
+STORE_OPS = ("get", "append", "cache_get", "cache_set")  # the `op` label of recranker_store_errors_total
+DEGRADED_REASONS = ("timeout", "error", "engine")  # pipeline: request timeout, batch exception, ranker fallback
+RANK_SOURCES = ("llm", "cache", "degraded")
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics", "STAGES"]
 
@@ -49,8 +52,18 @@ class ServiceMetrics:
         self.inflight = Gauge("recranker_engine_inflight_requests", "Rank requests inside the engine now.", registry=r)
         self.batch_size = Histogram(
             "recranker_batch_size", "Rank requests per engine batch.", buckets=BATCH_BUCKETS, registry=r)
-        for result in ("hit", "miss", "error"):  # expose zeros so ratios exist from the start
+        # Every known label value exported at 0 from the start: dashboards show 0 instead of
+        # "no data", ratios exist, and an alert's rate()/increase() sees the first error
+        # (a series born at 1 has no increase).
+        for result in ("hit", "miss", "error"):
             self.cache.labels(result)
+        for op in STORE_OPS:
+            self.store_errors.labels(op)
+        for reason in DEGRADED_REASONS:
+            self.degraded.labels(reason)
+        for source in RANK_SOURCES:
+            self.ranked.labels(source)
+        self.rejected.labels("queue_full")
 
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():

@@ -5,11 +5,26 @@ point, and ``python -m service``)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from pydantic import ValidationError
 
 from stack.settings import Settings, describe_settings_error
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Logging for the entry points. On a terminal the long steps draw progress bars; in a
+    log or a pipe they don't (carriage-return redraws would flood it) and each step logs
+    its own start and end lines instead."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # one INFO line per CPU-feature probe
+    if not sys.stderr.isatty():
+        # bars drawn by libraries (transformers: weight loading, GGUF dequantization, shard
+        # writing) take tqdm's defaults from TQDM_* variables; our own bars pass disable=None
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def serve(settings: Settings) -> None:
@@ -23,7 +38,7 @@ def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         settings = Settings()
     except ValidationError as e:

@@ -129,7 +129,8 @@ def collect(
     retrieved = retrieve(split, generator, users, config)
     sink = cache_path.open("a") if cache_path else None
     try:
-        for u, cands in tqdm(list(zip(users, retrieved)), disable=not progress, desc=f"eval {config.stage}"):
+        for u, cands in tqdm(list(zip(users, retrieved)), disable=None if progress else True,  # bar on a TTY only
+                             desc=f"eval {config.stage}"):
             uid = ds.user_ids[u]
             if uid in done:
                 outcomes.append(done[uid])

@@ -418,7 +418,8 @@ def _train_loop(model, opt, sched, data, objective, device, cfg, steps, step, st
     plan = BatchPlan([objective.length(e) for e in data], cfg)
     t0, reason = time.perf_counter(), "max_steps"
     base_seconds = train_seconds = state["train_seconds"]
-    bar = tqdm(total=steps, initial=step, desc="lora", disable=not cfg.progress)
+    # disable=None: a bar on a terminal only (a log gets train_log.jsonl and the log lines)
+    bar = tqdm(total=steps, initial=step, desc="lora", disable=None if cfg.progress else True)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as logf:
         while step < steps:

@@ -92,6 +92,11 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
         download_ml100k(tmp_path, url="http://127.0.0.1:9/ml-100k.zip", timeout=2)
 
 
+def test_missing_data_without_internet_names_the_variable_to_set(tmp_path):
+    with pytest.raises(DataError, match=r"could not download .*set RECRANKER_DATA_DIR to a folder"):
+        load_dataset("ml-100k", tmp_path / "data", url="http://127.0.0.1:9/ml-100k.zip")
+
+
 def test_http_error_is_a_clear_error(tmp_path, serve):
     with pytest.raises(DataError, match="could not download"):
         download_ml100k(tmp_path, url=serve(b"gone", status=404))

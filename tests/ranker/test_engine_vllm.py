@@ -74,7 +74,8 @@ class FakeVLLM:
                             "logprobs": {"tokens": [f"token_id:{sampled}"], "text_offset": [0],
                                          "token_logprobs": [fake_logprob(ids, sampled)], "top_logprobs": [top]}})
         n = sum(map(len, body["prompt"]))
-        return {"id": "cmpl-1", "object": "text_completion", "model": body["model"], "choices": choices,
+        return {"id": "cmpl-1", "object": "text_completion", "created": int(time.time()), "model": body["model"],
+                "choices": choices,
                 "usage": {"prompt_tokens": n, "completion_tokens": len(choices), "total_tokens": n + len(choices)}}
 
     def close(self) -> None:
