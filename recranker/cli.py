@@ -103,6 +103,17 @@ def cmd_instructions_build(args, settings: Settings) -> None:
     print(f"wrote {n_rows} examples {counts} from {n_users} users to {out}")
 
 
+def cmd_instructions_requests(args, settings: Settings) -> None:
+    backbones = tuple(b.strip() for b in args.backbones.split(",") if b.strip())
+    bad = [b for b in backbones if b not in BACKBONES]
+    if not backbones or bad:
+        raise CLIError(f"--backbones takes a comma-separated list of {', '.join(BACKBONES)}; got {args.backbones!r}")
+    out, info = pipeline.build_request_dataset(settings, _data(args), backbones=backbones, sampling=args.sampling,
+                                               budget=args.budget, seed=args.seed, out=args.out)
+    print(f"wrote {info['n_examples']} requests ({info['n_questions']} questions, {info['per_backbone']}) "
+          f"from {info['sampling']['n_unique']} users to {out}")
+
+
 def cmd_tune(args, settings: Settings) -> None:
     from training.tune import TuneConfig, tune
 
@@ -175,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", help="output folder (default: <home>/instructions/<name>)")
     sp.set_defaults(func=cmd_instructions_build)
+    sp = ins.add_parser("requests", help="request-shaped examples (all three tasks per request; what the "
+                                         "shipped adapter is tuned on), candidates from backbones trained "
+                                         "one like earlier")
+    data_args(sp)
+    sp.add_argument("--backbones", default="lightgcn,sasrec", help="comma-separated backbones for candidates and hints")
+    sp.add_argument("--sampling", choices=("adaptive", "uniform", "importance", "clustering"), default="adaptive")
+    sp.add_argument("--budget", type=int, default=5000, help="user draws N (the method's budget for ML-100K)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", help="output folder (default: <home>/instructions/<name>)")
+    sp.set_defaults(func=cmd_instructions_requests)
 
     sp = sub.add_parser("tune", help="LoRA instruction tuning -> a PEFT adapter folder")
     sp.add_argument("--data", required=True, help="instruction dataset folder (examples.jsonl + manifest.json)")

@@ -165,3 +165,36 @@ def build_instruction_dataset(settings: Settings, data: DataChoice, *, backbone:
     manifest = dataset_manifest(rows, split, loaded, sampled, config, seed)
     write_dataset(rows, manifest, folder)
     return folder, len(rows), manifest["counts"], sampled.n_unique
+
+
+def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tuple[str, ...], sampling: str,
+                          budget: int, seed: int, out: str | None) -> tuple[Path, dict]:
+    """Sample users, build request-shaped examples (training/requests.py) with candidates and
+    hints from each backbone trained one like earlier, write them. Returns (folder, manifest)."""
+    from transformers import AutoTokenizer
+
+    from candidate_gen.split import one_like_earlier
+    from ranker.engines.tokens import encode_text
+    from ranker.model import prepare_model
+    from training.data_io import EXAMPLES_FILE, MANIFEST_FILE, write_json_atomic, write_jsonl_atomic
+    from training.requests import RequestExampleConfig, build_request_examples, manifest, shifted_backbone
+    from training.sampling import SamplingConfig, sample_users, save_sampled
+
+    split = data.split(settings)
+    loaded = {name: shifted_backbone(settings.home, split, name, seed) for name in backbones}
+    first = loaded[backbones[0]]  # its user vectors drive the clustering part of adaptive sampling
+    sampled = sample_users(one_like_earlier(split), SamplingConfig(method=sampling, budget=budget), seed=seed,
+                           backbone=first.backbone, backbone_user_ids=first.user_ids)
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare_model(settings.base_model, settings.models_dir)))
+    config = RequestExampleConfig(prompt=ranker_config(settings).prompt_config)
+    rows = build_request_examples(split, loaded, sampled.users.tolist(), config, seed=seed,
+                                  count_tokens=lambda text: len(encode_text(tokenizer, text)))
+    if not rows:
+        raise ValueError("no request example: no sampled user's target is among its backbone's top candidates")
+    folder = Path(out or settings.home / "instructions" / f"{split.dataset.name}-requests-{sampling}-{budget}")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_sampled(sampled, split, folder / "sampled_users.json")
+    write_jsonl_atomic(folder / EXAMPLES_FILE, rows)
+    info = manifest(rows, split, loaded, sampled, config, seed)
+    write_json_atomic(folder / MANIFEST_FILE, info)  # last: its presence means the examples are complete
+    return folder, info

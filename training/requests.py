@@ -110,15 +110,22 @@ def request_example(
     cfg: RequestExampleConfig,
     rng: np.random.Generator,
     count_tokens: Callable[[str], int] = P.approx_token_count,
+    never: frozenset[int] = frozenset(),
 ) -> dict | None:
     """One request-shaped example for ``target``, or None when the backbone ranks the
-    target below ``cfg.pool`` (it would never be a served candidate)."""
+    target below ``cfg.pool`` (it would never be a served candidate). ``never``: items that
+    must not be candidates (all items the user ever rated, held-out ones included)."""
     ds = split.dataset
     events = split.users[target.user].events
     past, item = events[: target.position], events[target.position].item
     likes = [e.item for e in past if e.liked]
     scores = np.asarray(backbone.item_vectors() @ backbone.query(target.user, likes), dtype=np.float64)
-    scores[[e.item for e in past]] = -np.inf  # what the user already rated is never a candidate
+    target_score = scores[item]
+    # never a candidate: what the user rated before the target, and every item the user
+    # rates at any time (``never``): a later like shown as a negative would teach the model
+    # to push down exactly the items held out for evaluation
+    scores[[e.item for e in past] + sorted(never)] = -np.inf
+    scores[item] = target_score
     pool = [int(i) for i in np.argsort(-scores, kind="stable")[: cfg.pool] if np.isfinite(scores[i])]
     if item not in pool:
         return None
@@ -185,11 +192,13 @@ def build_request_examples(
     by_user: dict[int, list[Target]] = {}
     for t in targets_of(shifted):
         by_user.setdefault(t.user, []).append(t)
+    rated = {u: frozenset(e.item for e in s.events) for u, s in split.users.items()}  # at any time
     rows, skipped = [], Counter()
     for u in draws:
         for name, loaded in backbones.items():
             for target in by_user.get(int(u), []):
-                row = request_example(shifted, loaded.backbone, target, config, rng, count_tokens)
+                row = request_example(shifted, loaded.backbone, target, config, rng, count_tokens,
+                                      never=rated[int(u)])
                 if row is None:
                     skipped[name] += 1
                     continue
