@@ -33,6 +33,19 @@ def loss_chart(log_path: Path, out: Path, window: int = 10) -> Path:
     return out
 
 
+def _data_line(manifest: dict) -> str:
+    head = (f"- data: {manifest['dataset']} (fingerprint `{manifest['data_fingerprint'][:16]}`), "
+            f"{manifest['sampling']['method']} user sampling, {manifest['sampling']['n_draws']} draws of "
+            f"{manifest['sampling']['n_unique']} users, seed {manifest['seed']}; ")
+    if "n_questions" in manifest:  # request-shaped examples (training/requests.py)
+        return head + (f"{manifest['n_examples']} requests ({manifest['n_questions']} questions of the three tasks; "
+                       f"per backbone {manifest['per_backbone']}; {manifest['with_hints']} with hints), candidates "
+                       f"and hints from backbones trained one like earlier ({', '.join(manifest['backbones'])})")
+    return head + (f"{manifest['n_examples']} examples {manifest['counts']}; hints "
+                   f"{'on' if manifest['hints'] else 'off'} from the {manifest['backbone']['name']} backbone "
+                   "trained on the train split only")
+
+
 def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
     adapter_dir = Path(adapter_dir)
     cfg = json.loads((adapter_dir / "train_config.json").read_text())
@@ -57,15 +70,12 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
         f"- LoRA: r={cfg['lora']['r']}, alpha={cfg['lora']['lora_alpha']}, dropout={cfg['lora']['lora_dropout']}, "
         f"target modules {', '.join(cfg['lora']['target_modules'])} (all layers); loadable by "
         f"`vllm serve ... --enable-lora --max-lora-rank {cfg['lora']['r']}`",
-        f"- data: {manifest['dataset']} (fingerprint `{manifest['data_fingerprint'][:16]}`), "
-        f"{manifest['sampling']['method']} user sampling, {manifest['sampling']['n_draws']} draws of "
-        f"{manifest['sampling']['n_unique']} users, seed {manifest['seed']}; {manifest['n_examples']} examples "
-        f"{manifest['counts']}; hints {'on' if manifest['hints'] else 'off'} from the "
-        f"{manifest['backbone']['name']} backbone trained on the train split only",
+        _data_line(manifest),
         f"- budget: {metrics['steps']} optimizer steps of {metrics['planned_steps']} planned "
         f"(stopped by {metrics['stopped']}), {metrics['steps'] * cfg['config']['batch_size'] * cfg['config']['grad_accum']} "
-        f"examples seen, {metrics['train_seconds'] / 60:.1f} min on a 2-core CPU (one torch thread), "
-        f"mean {metrics['mean_tokens']:.0f} tokens per example",
+        f"{'requests' if 'n_questions' in manifest else 'examples'} seen, "
+        f"{metrics['train_seconds'] / 60:.1f} min on a 2-core CPU (one torch thread, "
+        f"{cfg['config'].get('dtype') or 'auto'} dtype), mean {metrics['mean_tokens']:.0f} tokens per example",
         f"- answer-token loss: first step {metrics['loss_first']:.3f}, last step {metrics['loss_last']:.3f}, "
         f"mean of the last 10 steps {np.mean(metrics['loss_curve'][-10:]):.3f}",
         "",
