@@ -38,6 +38,8 @@ class Outcome:
     retry_after: bool
     degraded: bool = False
     error: str = ""
+    cached: bool = False
+    took_s: float = 0.0
 
 
 @dataclass
@@ -78,15 +80,19 @@ def _rank_loop(url: str, users: list[str], rec: Recorder, stop: threading.Event,
     with httpx.Client(base_url=url, timeout=15) as client:
         while not stop.is_set():
             phase = rec.phase
-            body = {"user_id": rng.choice(users), "k": 2, "num_candidates": 4,
+            # many distinct requests: mostly cache misses, so engine faults reach the engine
+            body = {"user_id": rng.choice(users), "k": 2, "num_candidates": rng.randint(3, 8),
                     "modes": rng.choice([["pointwise"], ["pointwise", "pairwise"], ["listwise"]])}
+            t = time.monotonic()
             try:
                 r = client.post("/v1/rank", json=body)
             except httpx.HTTPError as e:
                 rec.add(Outcome(phase, "rank", 0, False, error=f"{type(e).__name__}: {e}"))
                 continue
-            degraded = r.status_code == 200 and r.json().get("degraded", False)
-            rec.add(Outcome(phase, "rank", r.status_code, "retry-after" in r.headers, degraded))
+            answer = r.json() if r.status_code == 200 else {}
+            rec.add(Outcome(phase, "rank", r.status_code, "retry-after" in r.headers, answer.get("degraded", False),
+                            cached=answer.get("cached", False), took_s=time.monotonic() - t,
+                            error=r.text[:200] if r.status_code != 200 else ""))
             time.sleep(pause_s)
 
 
@@ -122,7 +128,8 @@ def _slow_body_client(port: int, out: list[bytes]) -> None:
 
 
 def run_scenario(app_factory, redis: RedisServer, engine: FakeEngine, *, users: list[str], items: list[str],
-                 rank_users: list[str], key_prefix: str, phase_s: float = 1.5, pause_s: float = 0.01) -> dict:
+                 rank_users: list[str], key_prefix: str, request_timeout_s: float, phase_s: float = 1.5,
+                 pause_s: float = 0.01) -> dict:
     """Runs every fault in turn under traffic; returns the fault table and the read-back."""
     rec = Recorder()
     stop = threading.Event()
@@ -151,8 +158,8 @@ def run_scenario(app_factory, redis: RedisServer, engine: FakeEngine, *, users: 
             engine.fail = True
             phase("engine raising", phase_s)
             engine.fail = False
-            engine.hang_s = 3.0
-            phase("engine hanging past the timeout", phase_s * 1.5)
+            engine.hang_s = 10.0  # released below; the phase outlasts several request timeouts
+            phase("engine hanging past the timeout", max(phase_s * 1.5, 3 * request_timeout_s))
             engine.hang_s = 0.0
             engine.release()
             phase("engine released (recovery)", phase_s * 2)
@@ -209,13 +216,14 @@ async def _read_back(url: str, prefix: str, users: set[str]) -> dict[str, set[tu
 def _table(rec: Recorder, stored: dict, seen_again: list[str], slow_answers: list[bytes]) -> dict:
     phases: dict[str, dict] = {}
     for o in rec.outcomes:
-        p = phases.setdefault(o.phase, {"requests": 0, "statuses": Counter(), "degraded": 0,
+        p = phases.setdefault(o.phase, {"requests": 0, "statuses": Counter(), "degraded": 0, "cached": 0,
                                         "503_without_retry_after": 0, "client_exceptions": 0,
                                         "events_acknowledged": 0, "events_refused": 0,
                                         "acknowledged_readable": 0, "refused_but_stored": 0})
         p["requests"] += 1
         p["statuses"][f"{o.endpoint} {o.status}"] += 1
         p["degraded"] += o.degraded
+        p["cached"] += o.cached
         p["503_without_retry_after"] += o.status == 503 and not o.retry_after
         p["client_exceptions"] += o.status == 0
     for user, item, ts, phase in rec.acked:

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
 
 from service.main import create_app
 from tests.service.conftest import base_settings
-from tests.service.fakes import FakeStack
-from tests.service.fuzzing import Operation, Pools, Tally, cases, operations, run_case
+from tests.service.fuzzing import fuzz, operations, pools_of
 from tests.service.live import LiveServer
 
 N_CASES = int(os.environ.get("RECRANKER_FUZZ_CASES", "300"))
@@ -32,12 +30,6 @@ def fuzz_settings(home: Path, data_dir: Path, **overrides):
     return base_settings(home, data_dir, **(values | overrides))
 
 
-def pools(stack: FakeStack) -> Pools:
-    ds = stack.dataset
-    return Pools(users=tuple(str(u) for u in list(ds.user_ids)[:50]), items=tuple(str(i) for i in list(ds.item_ids)[:300]),
-                 titles=tuple(ds.titles[:300]))
-
-
 @pytest.fixture(scope="module")
 def served(fake_stack, redis_prefix, shared_data_dir, tmp_path_factory) -> Iterator[tuple]:
     settings = fuzz_settings(tmp_path_factory.mktemp("fuzz"), shared_data_dir)
@@ -46,29 +38,10 @@ def served(fake_stack, redis_prefix, shared_data_dir, tmp_path_factory) -> Itera
         yield app, client
 
 
-def fuzz(client: httpx.Client, ops: list[Operation], pool: Pools, n_cases: int, seed_: int,
-         api_key: str | None = None) -> Tally:
-    """``n_cases`` cases spread over the operations (those without a body get a few: their
-    only input is the request line), each operation its own seeded hypothesis run."""
-    tally = Tally()
-    body_ops = [o for o in ops if o.body_schema is not None]
-    per_op = max(1, (n_cases - 3 * (len(ops) - len(body_ops))) // max(1, len(body_ops)))
-    for n, op in enumerate(ops):
-        @seed(seed_ + n)
-        @settings(max_examples=per_op if op.body_schema is not None else 3, database=None, deadline=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(case=cases(op, pool))
-        def run(case):
-            run_case(client, case, tally, api_key)  # problems are collected, not raised: one report, no shrinking
-
-        run()
-    return tally
-
-
 def test_fuzz_every_endpoint(served, fake_stack):
     app, client = served
     ops = operations(app.openapi())
-    tally = fuzz(client, ops, pools(fake_stack), N_CASES, SEED)
+    tally = fuzz(client, ops, pools_of(fake_stack.dataset), N_CASES, SEED)
     print("fuzz:", tally.as_dict())
     assert not tally.problems, "\n".join(tally.problems[:10])
     assert tally.cases >= N_CASES * 0.8, tally.cases
