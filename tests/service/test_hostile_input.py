@@ -232,3 +232,15 @@ def test_cache_errors_are_counted_while_redis_is_down(fake_stack, redis_prefix, 
     assert 'recranker_store_errors_total{op="get"} 4.0' in metrics
     assert 'recranker_store_errors_total{op="append"} 1.0' in metrics
     assert 'recranker_store_errors_total{op="ping"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("body, detail", [
+    ('{"user_id": "1", "": 1}', '[""]: unknown field'),
+    ('{"user_id": "1", "Weights": {}}', "Weights: unknown field"),
+    ('{"user_id": "1", "user id": 1}', '["user id"]: unknown field'),
+    ('{"user_id": ' + "[" * 5000 + "]" * 5000 + "}", "request body is nested too deeply to parse"),
+    (b'{"user_id": "\xff"}', "request body is not valid UTF-8"),
+])
+def test_odd_field_names_and_unparsable_bodies_are_named(server, body, detail):
+    r = httpx.post(server.url + "/v1/rank", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"].startswith(detail), r.text
