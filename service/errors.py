@@ -8,7 +8,10 @@ service's own routes and the client's own shape on the client-compatible ones
 | unknown candidate / history item       | 422 (names the id and where it was) |
 | unknown user without history           | 404 |
 | missing or wrong API key               | 401 |
-| body over RECRANKER_MAX_BODY_BYTES     | 413 |
+| body over RECRANKER_MAX_BODY_BYTES     | 413 (the body is drained first, bounded) |
+| Content-Type given and not JSON        | 415 |
+| body not sent within RECRANKER_BODY_TIMEOUT_S | 408 |
+| all weights that count are 0           | 422 |
 | ranking queue full                     | 503 + Retry-After |
 | user store down (POST /v1/events only) | 503 + Retry-After |
 | resources not loaded yet               | 503 |
@@ -16,6 +19,7 @@ service's own routes and the client's own shape on the client-compatible ones
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED_ERRORS = 5
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ServiceError(Exception):
@@ -93,12 +98,18 @@ def _drop_union_noise(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
-def _field(loc: Sequence[Any]) -> str:
-    """('body', 'requests', 0, 'candidates', 2, 'CandidateIn', 'item_id') -> requests[0].candidates[2].item_id"""
+def _field(loc: Sequence[Any], last_is_field: bool = False) -> str:
+    """('body', 'requests', 0, 'candidates', 2, 'CandidateIn', 'item_id') -> requests[0].candidates[2].item_id
+
+    A key that is not an identifier (a client's own unknown field: "", "a b", "Weights"
+    would read as a union tag) is shown quoted, ["a b"], so the message still names it."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
     out = ""
-    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+    for n, part in enumerate(parts):
         if isinstance(part, int):
             out += f"[{part}]"
+        elif last_is_field and n == len(parts) - 1:
+            out += (f".{part}" if out else part) if _IDENT.fullmatch(part) else f"[{json.dumps(part)}]"
         elif _is_tag(part):
             continue
         else:
@@ -108,7 +119,7 @@ def _field(loc: Sequence[Any]) -> str:
 
 def _message(err: dict[str, Any]) -> str:
     kind, loc, msg = err.get("type", ""), err.get("loc", ()), err.get("msg", "invalid")
-    where = _field(loc)
+    where = _field(loc, last_is_field=kind == "extra_forbidden")
     if kind == "json_invalid":
         pos = loc[1] if len(loc) > 1 else "?"
         reason = (err.get("ctx") or {}).get("error", "JSON decode error")
@@ -123,6 +134,15 @@ def _message(err: dict[str, Any]) -> str:
         return f"{where}: field required"
     msg = msg.removeprefix("Value error, ")
     return f"{where}: {msg}" if where else msg
+
+
+def _unparsable(cause: BaseException) -> str:
+    """The JSON parser failed in a way FastAPI does not report as invalid JSON."""
+    if isinstance(cause, RecursionError):
+        return "request body is nested too deeply to parse (arrays or objects about 1000 levels deep)"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"request body is not valid UTF-8 (at byte {cause.start})"
+    return f"request body could not be parsed as JSON ({type(cause).__name__})"
 
 
 def format_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
@@ -143,6 +163,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI's "error parsing the body"
+            return error_response(request, 422, _unparsable(exc.__cause__))
         return error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(ServiceError)

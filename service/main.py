@@ -21,7 +21,7 @@ from service.deps import AppState
 from service.error_shapes import ErrorShape
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
-from service.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
+from service.middleware import RequestBodyMiddleware, RequestMetricsMiddleware
 from service.pipeline import RankingService
 from service.resources import Resources, load_resources
 from service.routes import batch, events, health, rank, rerank, tei
@@ -93,8 +93,8 @@ def create_app(settings: Settings, *, resources: Resources | None = None,
     app.state.metrics = metrics
     app.state.live = None
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
+    app.add_middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413/415s too
     shapes: dict[str, ErrorShape] = {}
     for module in (rank, batch, rerank, tei, events, health):
         app.include_router(module.router)

@@ -19,7 +19,7 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 MASS_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 STAGES = ("cache", "retrieve", "queue", "prompt", "llm", "ensemble")
-STORE_OPS = ("get", "append", "cache_get", "cache_set")  # the `op` label of recranker_store_errors_total
+STORE_OPS = ("get", "append", "cache_get", "cache_set", "ping")  # the `op` label of recranker_store_errors_total
 DEGRADED_REASONS = ("timeout", "error", "engine")  # pipeline: request timeout, batch exception, ranker fallback
 RANK_SOURCES = ("llm", "cache", "degraded")
 
@@ -41,7 +41,8 @@ class ServiceMetrics:
         self.label_mass = Histogram(
             "recranker_label_mass", "Probability mass the answer labels received, per mode and request "
             "(low = prompt and model disagree).", ["mode"], buckets=MASS_BUCKETS, registry=r)
-        self.cache = Counter("recranker_cache_requests", "Response cache lookups by result.", ["result"], registry=r)
+        self.cache = Counter("recranker_cache_requests", "Response cache lookups by result (error: the store "
+                             "failed or was skipped as down).", ["result"], registry=r)
         self.store_errors = Counter("recranker_store_errors", "Failed user-store calls.", ["op"], registry=r)
         self.degraded = Counter(
             "recranker_degraded_responses", "Rank results served in backbone order instead of the LLM's.",

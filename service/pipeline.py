@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from ranker.ranker import Ranker, RankRequest
 from ranker.types import Mode, RankResult
 from service.microbatch import BatchOutcome, MicroBatcher
 from service.cache import ResponseCache, cache_key
-from service.catalog import Catalog, HistoryRef, ItemRef, Prepared
+from service.catalog import Catalog, HistoryRef, ItemRef, Prepared, UnknownUser
+from service.errors import ServiceError
 from service.metrics import ServiceMetrics
 from service.store import EMPTY_VERSION, StoreError, UserState, UserStore
 
@@ -110,7 +112,8 @@ class RankingService:
         if to_rank:
             results, queue_s, why = await self._run([p.request for p in to_rank])
             for p, res in zip(to_rank, results, strict=True):
-                p.response = self._respond(p, res, queue_s, why)
+                res, bad = self._finite(p.request, res)
+                p.response = self._respond(p, res, queue_s, "non_finite" if bad else why)
         for p in misses:
             if p.response is None:  # nothing to rank (the user has seen the whole catalog)
                 p.response = self._respond(p, RankResult(items=[], modes=()), 0.0, None)
@@ -138,7 +141,10 @@ class RankingService:
         })
 
     async def _lookup(self, p: _Pending) -> None:
-        if not self.cache.enabled or p.warnings:  # a store that failed a read is not trusted for the cache
+        if not self.cache.enabled:
+            return
+        if p.warnings:  # a store that failed a read is not trusted for the cache: that lookup failed too
+            self.metrics.cache.labels("error").inc()
             return
         t = time.perf_counter()
         p.key = self._key(p)
@@ -153,10 +159,18 @@ class RankingService:
 
     def _prepare(self, p: _Pending) -> None:
         j = p.job
-        p.prepared = self.catalog.prepare(j.user_id, p.state.events, j.history, j.candidates, j.num_candidates,
-                                          where=j.where, candidates_field=j.candidates_field)
+        try:
+            p.prepared = self.catalog.prepare(j.user_id, p.state.events, j.history, j.candidates, j.num_candidates,
+                                              where=j.where, candidates_field=j.candidates_field)
+        except UnknownUser:
+            if p.warnings:  # the store could not be read: this user may well have events there
+                where = f"{j.where.rstrip('.')}: " if j.where else ""
+                raise StoreError(f"{where}cannot read the events of user {j.user_id!r}, who is not in the "
+                                 "dataset; retry, or send a 'history'") from None
+            raise
         if p.prepared.candidates:
             weights = dataclasses.replace(self.ranker.weights, **j.weights) if j.weights else None
+            _check_weights(weights or self.ranker.weights, j)
             p.request = RankRequest(p.prepared.profile, p.prepared.candidates, j.modes, j.k, weights, j.use_hints)
 
     async def _run(self, requests: list[RankRequest]) -> tuple[list[RankResult], float, str | None]:
@@ -174,6 +188,20 @@ class RankingService:
             log.exception("ranking batch failed")
             reason = f"ranker error: {type(e).__name__}: {e}"
             return [self.ranker.fallback(r, reason) for r in requests], 0.0, "error"
+
+    def _finite(self, request: RankRequest, res: RankResult) -> tuple[RankResult, bool]:
+        """(result, replaced): a result with a non-finite number anywhere is replaced by the
+        backbone order, and any number still non-finite there (a backbone score) by null/0.
+        JSON has no inf/NaN: a 2xx must never carry one (it would serialise as null)."""
+        if _all_finite(res):
+            return res, False
+        log.error("non-finite scores from the ranker for user %s: serving the backbone order", request.user.user_id)
+        fallback = self.ranker.fallback(request, "ranker produced non-finite scores")
+        items = [dataclasses.replace(
+            it, score=it.score if math.isfinite(it.score) else 0.0,
+            backbone_score=it.backbone_score if it.backbone_score is None or math.isfinite(it.backbone_score) else None,
+            mode_scores={m: v for m, v in it.mode_scores.items() if math.isfinite(v)}) for it in fallback.items]
+        return dataclasses.replace(fallback, items=items), True
 
     def _respond(self, p: _Pending, res: RankResult, queue_s: float, why: str | None) -> dict[str, Any]:
         timings = {"cache": p.cache_s, "retrieve": p.prepared.retrieve_s if p.prepared else 0.0,
@@ -209,3 +237,18 @@ class RankingService:
             return  # a degraded answer must not outlive the outage that caused it
         stored = {k: v for k, v in resp.items() if k not in ("cached", "timings", "warnings")}
         await self.cache.put(p.key, stored)
+
+
+def _all_finite(res: RankResult) -> bool:
+    values = [v for it in res.items for v in (it.score, *it.mode_scores.values())]
+    values += [it.backbone_score for it in res.items if it.backbone_score is not None]
+    values += list(res.label_mass.values())
+    return all(math.isfinite(v) for v in values)
+
+
+def _check_weights(weights, job: RankJob) -> None:
+    """422 when every weight that counts for this request is 0: the hybrid would be 0 for
+    every item and the order arbitrary (here: the backbone's tie-break, silently)."""
+    if weights.backbone == 0 and all(weights.of(m) == 0 for m in job.modes):
+        raise ServiceError(422, f"{job.where}weights: the requested modes {list(job.modes)} and the backbone all "
+                                "have weight 0: at least one must be > 0, or nothing orders the items")

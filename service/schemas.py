@@ -24,11 +24,22 @@ def _id_to_str(v: Any) -> Any:
     return v
 
 
-ItemId = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, examples=["50"])]
-UserId = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128, examples=["1"])]
+# The length constraints come before the int->str validator so pydantic checks them on the
+# string itself and says "characters" (after a validator it would say "items").
+ItemId = Annotated[str, Field(min_length=1, max_length=128, examples=["50"]), BeforeValidator(_id_to_str)]
+UserId = Annotated[str, Field(min_length=1, max_length=128, examples=["1"]), BeforeValidator(_id_to_str)]
 Title = Annotated[str, Field(min_length=1, max_length=300, examples=["Star Wars (1977)"])]
 ItemIdOrTitle = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=300, examples=["50"])]
-Rating = Annotated[float, Field(ge=1, le=5, description="1..5 (>= 4 counts as a like).")]
+# Every float the API accepts or returns is finite: JSON has no Infinity/NaN, and 1e999
+# parses to inf. allow_inf_nan=False turns them into a 422 naming the field.
+Rating = Annotated[float, Field(ge=1, le=5, allow_inf_nan=False, description="1..5 (>= 4 counts as a like).")]
+# Weights are relative (only their ratios order the items); the cap keeps every hybrid
+# score finite: |z| <= sqrt(n) <= 15 for n <= 200 candidates, times 4 weights <= 1e6.
+MAX_WEIGHT = 1e6
+Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Year 9999: beyond it a timestamp is a mistake (milliseconds sent as seconds, or junk).
+MAX_TIMESTAMP = 253_402_300_799
 
 
 class _In(BaseModel):
@@ -52,10 +63,17 @@ class CandidateIn(_In):
 class WeightsIn(_In):
     """Hybrid weights; a field left out keeps the served default (the adapter's tuned weights)."""
 
-    pointwise: float | None = Field(None, ge=0)
-    pairwise: float | None = Field(None, ge=0)
-    listwise: float | None = Field(None, ge=0)
-    backbone: float | None = Field(None, ge=0, description="Weight of the backbone's own order (a prior).")
+    pointwise: Weight | None = None
+    pairwise: Weight | None = None
+    listwise: Weight | None = None
+    backbone: Weight | None = Field(None, description="Weight of the backbone's own order (a prior).")
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> WeightsIn:
+        given = [v for v in (self.pointwise, self.pairwise, self.listwise, self.backbone) if v is not None]
+        if len(given) == 4 and not any(given):
+            raise ValueError("all weights are 0: at least one must be > 0, or nothing orders the items")
+        return self
 
 
 def _unique_modes(v: list[Mode]) -> list[Mode]:
@@ -90,9 +108,9 @@ class RankIn(_In):
 class RankedItemOut(BaseModel):
     item_id: str
     title: str
-    score: float = Field(description="Hybrid score (higher is better).")
-    mode_scores: dict[str, float] = Field(default_factory=dict, description="Per-mode scores, normalised per request.")
-    backbone_score: float | None = Field(None, description="null for items the backbone has never seen.")
+    score: Finite = Field(description="Hybrid score (higher is better).")
+    mode_scores: dict[str, Finite] = Field(default_factory=dict, description="Per-mode scores, normalised per request.")
+    backbone_score: Finite | None = Field(None, description="null for items the backbone has never seen.")
 
 
 class TimingsOut(BaseModel):
@@ -130,7 +148,7 @@ class RankOut(BaseModel):
     timings: TimingsOut
     llm_calls: int = 0
     llm_tokens: int = Field(0, description="Tokens run through the LLM for this request (0 when cached).")
-    label_mass: dict[str, float] = Field(default_factory=dict, description="Mean probability mass of the answer labels per mode.")
+    label_mass: dict[str, Finite] = Field(default_factory=dict, description="Mean probability mass of the answer labels per mode.")
     warnings: list[str] = Field(default_factory=list, description="Non-fatal problems, e.g. the user store being down.")
 
 
@@ -223,9 +241,9 @@ class RerankDocumentOut(BaseModel):
 
 class RerankResultOut(BaseModel):
     index: int = Field(description="Position of the document in the request.")
-    relevance_score: float = Field(ge=0, le=1, description="Phi(hybrid / W), see docs/service.md: 0.5 is the "
-                                   "request's average candidate; monotone in hybrid_score.")
-    hybrid_score: float = Field(description="The raw hybrid score (a weighted sum of z-scores; higher is better).")
+    relevance_score: float = Field(ge=0, le=1, allow_inf_nan=False, description="Phi(hybrid / W), see docs/service.md: "
+                                   "0.5 is the request's average candidate; monotone in hybrid_score.")
+    hybrid_score: Finite = Field(description="The raw hybrid score (a weighted sum of z-scores; higher is better).")
     document: RerankDocumentOut | None = None
 
 
@@ -306,7 +324,7 @@ class TeiErrorOut(BaseModel):
 class EventIn(_In):
     item_id: ItemId
     rating: Rating | None = Field(None, description="1..5; omit for an implicit like (click, purchase).")
-    timestamp: int | None = Field(None, ge=0, description="Unix seconds; default: now.")
+    timestamp: int | None = Field(None, ge=0, le=MAX_TIMESTAMP, description="Unix seconds; default: now.")
     title: Title | None = Field(None, description="Required for items outside the catalog.")
 
 

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
                                 description="Most candidates one request may send or ask the backbone for.")
     max_batch_requests: int = Field(32, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    body_timeout_s: float = Field(30.0, gt=0, description="Time a client has to send its whole request body (else 408).")
     request_timeout_s: float = Field(60.0, gt=0)
     microbatch: bool = True
     microbatch_max_wait_ms: float = Field(10.0, ge=0)

@@ -10,10 +10,15 @@ from service.schemas import ErrorOut, RankIn, modes_tuple, to_candidates, to_his
 # Shared error responses for the OpenAPI document.
 AUTH_ERRORS = {401: {"model": ErrorOut, "description": "Missing or wrong API key (X-API-Key or Authorization: Bearer), "
                                                      "when one is configured."}}
+BODY_ERRORS = {
+    408: {"model": ErrorOut, "description": "Request body not received within RECRANKER_BODY_TIMEOUT_S."},
+    413: {"model": ErrorOut, "description": "Request body over RECRANKER_MAX_BODY_BYTES."},
+    415: {"model": ErrorOut, "description": "Content-Type is not application/json."},
+}
 RANK_ERRORS = {
     **AUTH_ERRORS,
+    **BODY_ERRORS,
     404: {"model": ErrorOut, "description": "Unknown user without a history or stored events."},
-    413: {"model": ErrorOut, "description": "Request body over RECRANKER_MAX_BODY_BYTES."},
     422: {"model": ErrorOut, "description": "Malformed JSON, a wrong field, an unknown item id without a title, "
                                             "or a limit exceeded; the message names the field."},
     503: {"model": ErrorOut, "description": "Ranking queue full (see Retry-After) or service starting."},

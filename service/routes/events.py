@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends
 
 from service.deps import CatalogDep, MetricsDep, SettingsDep, StoreDep, require_api_key
 from service.errors import too_many
-from service.routes._common import AUTH_ERRORS
+from service.routes._common import AUTH_ERRORS, BODY_ERRORS
 from service.schemas import ErrorOut, EventsIn, EventsOut, to_events
 from service.store import StoreError
 
 router = APIRouter(prefix="/v1", tags=["users"], dependencies=[Depends(require_api_key)])
 
-ERRORS = {**AUTH_ERRORS,
+ERRORS = {**AUTH_ERRORS, **BODY_ERRORS,
           422: {"model": ErrorOut, "description": "Malformed body or unknown item id without a title."},
           503: {"model": ErrorOut, "description": "The user store (Redis) is unreachable: nothing was stored."}}
 

@@ -33,18 +33,19 @@ async def readyz(request: Request) -> JSONResponse:
             "model": {"ok": res.engine is not None, "detail": model},
             "index": {"ok": live.catalog.generator.n_items > 0,
                       "detail": f"exact index over {live.catalog.generator.n_items} items ({res.served.backbone})"},
-            "store": await _store_status(live.store),
+            "store": await _store_status(live.store, request.app.state.metrics),
         }
     ready = all(c["ok"] for c in components.values())
     return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
 
 
-async def _store_status(store) -> dict:
+async def _store_status(store, metrics) -> dict:
     if store.kind == "memory":
         return {"ok": True, "detail": "in-process store (RECRANKER_REDIS_URL not set)"}
     try:
         await store.ping()
     except StoreError as e:
+        metrics.store_errors.labels("ping").inc()
         return {"ok": False, "detail": str(e)}
     return {"ok": True, "detail": "redis reachable"}
 

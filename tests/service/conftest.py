@@ -30,6 +30,7 @@ from service.main import create_app
 from service.pipeline import ServedModel
 from service.resources import Resources
 from stack.settings import Settings, ranker_config
+from tests.service.fakes import FakeStack
 
 REDIS_URL = os.environ.get("RECRANKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
@@ -107,3 +108,9 @@ def client(make_client) -> TestClient:
 def new_user() -> str:
     """A user id no dataset user and no earlier test has."""
     return f"test-user-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def fake_stack(ml100k_dir: Path) -> FakeStack:
+    """Dataset, split and backbone for the apps served by a fake engine (fuzz, faults)."""
+    return FakeStack(ml100k_dir)

@@ -188,3 +188,50 @@ def test_gpu_profile_serves_the_base_model_and_the_adapter_through_vllm() -> Non
     assert "/health" in " ".join(vllm["healthcheck"]["test"])
     (device,) = vllm["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+# --- metric names in docs and deploy files ------------------------------------------------
+
+MENTION_ROOTS = ("docs", "deploy", "README.md", "docker-compose.yml")
+TEXT_SUFFIXES = {".md", ".json", ".yml", ".yaml", ".rules", ".txt", ".conf", ".toml"}
+SERIES_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                   "gauge": (), "summary": ("_sum", "_count", "_created")}
+
+
+def _served_metric_names() -> set[str]:
+    """Every family and series name GET /metrics can show (families of a fresh app; series
+    of an unobserved labelled metric are not listed yet, so they are derived from the type)."""
+    from fastapi.testclient import TestClient
+
+    from stack.settings import Settings
+    from service.main import create_app
+
+    app = create_app(Settings(_env_file=None, redis_url=None))
+    text = TestClient(app).get("/metrics").text  # no lifespan needed: metrics exist from creation
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.M):
+        names.add(name)
+        names.update(name + s for s in SERIES_SUFFIXES.get(kind, ()))
+    return names
+
+
+def _mentions() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for root in MENTION_ROOTS:
+        path = REPO / root
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        for f in files:
+            if f.suffix not in TEXT_SUFFIXES or f.stat().st_size > 2_000_000:
+                continue
+            for name in re.findall(r"(?<![\w-])recranker_[a-z0-9_]+", f.read_text(errors="replace")):
+                found.setdefault(name, set()).add(str(f.relative_to(REPO)))
+    return found
+
+
+def test_every_metric_named_in_docs_and_deploy_is_exported():
+    served = _served_metric_names()
+    assert "recranker_cache_requests_total" in served and "recranker_store_errors_total" in served
+    mentions = _mentions()
+    assert mentions, "no metric names found in docs/ or deploy/"
+    unknown = {name: sorted(where) for name, where in mentions.items() if name not in served}
+    assert not unknown, f"named in docs/deploy but not exported by /metrics: {unknown}"
