@@ -88,12 +88,19 @@ def cmd_evaluate(args, settings: Settings) -> None:
 
 def cmd_weights(args, settings: Settings) -> None:
     try:
-        weights, n_users, path = pipeline.choose_hybrid_weights(
+        run = pipeline.choose_hybrid_weights(
             settings, _data(args), backbone=args.backbone, adapter=args.adapter, users=args.users,
-            seed=args.seed, num_candidates=_num_candidates(args, settings))
+            seed=args.seed, num_candidates=_num_candidates(args, settings), hints=args.hints)
     except pipeline.PipelineError as e:
         raise CLIError(str(e)) from None
-    print(f"chose {weights} on {n_users} validation users; wrote {path}")
+    for key, ev in run["weights"].get("evidence", {}).items():
+        if "diff" in ev:
+            cv = ev["cross_validated"]
+            print(f"{key}: best LLM weights {ev['best_llm_weights']} on {ev['users']} validation users: "
+                  f"{ev['metric']} hybrid - backbone {ev['diff']:+.4f} [{ev['ci'][0]:+.4f}, {ev['ci'][1]:+.4f}] "
+                  f"(cross-validated {cv['diff']:+.4f} [{cv['ci'][0]:+.4f}, {cv['ci'][1]:+.4f}])")
+    print(f"serving: {run['describe']}")
+    print(f"wrote {run['path']}")
 
 
 def cmd_instructions_build(args, settings: Settings) -> None:
@@ -203,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("evaluate", help="the paper's protocol: backbone vs each mode vs hybrid, HR/NDCG@3,5")
     eval_args(sp)
     sp.add_argument("--stage", choices=("test", "valid"), default="test")
-    sp.add_argument("--hints", choices=("on", "off", "both"), default="both")
+    sp.add_argument("--hints", choices=("on", "off", "both"), default="on",
+                    help="backbone hints in the prompts: on (default), off, or both (two evaluations)")
     sp.add_argument("--json", required=True, help="write the result here")
     sp.add_argument("--markdown", help="also write the tables here")
     sp.add_argument("--chart", help="also write PNG charts (one per hint setting) with this name")
@@ -211,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("weights", help="choose hybrid weights on validation users, save beside the adapter")
     eval_args(sp)
+    sp.add_argument("--hints", choices=("on", "off", "both"), default="both",
+                    help="hint settings to choose weights for (default both; off keeps the file's hints-on weights)")
     sp.set_defaults(func=cmd_weights)
 
     sp = sub.add_parser("serve", help="run the ranking service")
