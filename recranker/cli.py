@@ -90,9 +90,27 @@ def cmd_weights(args, settings: Settings) -> None:
     try:
         run = pipeline.choose_hybrid_weights(
             settings, _data(args), backbone=args.backbone, adapter=args.adapter, users=args.users,
-            seed=args.seed, num_candidates=_num_candidates(args, settings), hints=args.hints)
+            seed=args.seed, num_candidates=_num_candidates(args, settings), hints=args.hints,
+            fusion=args.fusion, test_gap=args.test_gap)
     except pipeline.PipelineError as e:
         raise CLIError(str(e)) from None
+    for key, d in run["details"].items():
+        if not isinstance(d, dict):
+            continue
+        if "test_gap" in d:
+            g = d["test_gap"]
+            print(f"{key}: those weights on {g['users']} test users: {g['diff']:+.4f} [{g['ci'][0]:+.4f}, "
+                  f"{g['ci'][1]:+.4f}]; validation-to-test gap {g['gap_in_sample']:+.4f} (in sample), "
+                  f"{g['gap_cross_validated']:+.4f} (cross-validated)")
+        if "fusion" in d:
+            f = d["fusion"]
+            v = f["validation_cross_validated"]
+            line = (f"{key}: logistic fusion (not served), validation out of fold {v['diff']:+.4f} "
+                    f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]")
+            if f["test"]:
+                t = f["test"]
+                line += f"; test {t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}], gap {f['validation_to_test_gap']:+.4f}"
+            print(line)
     for key, ev in run["weights"].get("evidence", {}).items():
         if "diff" in ev:
             cv = ev["cross_validated"]
@@ -221,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_args(sp)
     sp.add_argument("--hints", choices=("on", "off", "both"), default="both",
                     help="hint settings to choose weights for (default both; off keeps the file's hints-on weights)")
+    sp.add_argument("--fusion", choices=("grid", "logistic"), default="grid",
+                    help="logistic: also fit a learned fusion (per-mode z, backbone z and rank) with 5-fold "
+                         "cross-validation and record it beside the weights (not served)")
+    sp.add_argument("--test-gap", action="store_true",
+                    help="after choosing, score the choice on test users too (the validation-to-test gap; "
+                         "reuses `recranker evaluate`'s cached test outcomes)")
     sp.set_defaults(func=cmd_weights)
 
     sp = sub.add_parser("serve", help="run the ranking service")

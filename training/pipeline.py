@@ -133,10 +133,16 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
 
 
 def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str, adapter: str | None,
-                          users: int | None, seed: int, num_candidates: int, hints: str = "both") -> dict:
+                          users: int | None, seed: int, num_candidates: int, hints: str = "both",
+                          fusion: str = "grid", test_gap: bool = False) -> dict:
     """Choose the hybrid weights on validation users, per hint setting ('on', 'off', 'both'),
     with the paired rule of ``training.weights.select_weights``; write them beside the adapter.
-    'off' keeps the hints-on weights already in the file. Returns a summary for the CLI."""
+    'off' keeps the hints-on weights already in the file. Returns a summary for the CLI.
+
+    ``fusion='logistic'`` also fits the learned fusion (training.fusion) on the same
+    validation outcomes and records it (not served). ``test_gap`` scores the chosen grid
+    weights (and the fusion) on test users too, after every choice is made: the
+    validation-to-test gap; it reuses `recranker evaluate`'s cached test outcomes."""
     from ranker.ensemble import load_weight_set
     from training.evaluate import EvalConfig
     from training.weights import Selection, save_weights, select_weights, weight_set_from
@@ -150,10 +156,21 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
                      "users_requested": users, "metric": "NDCG@3"}
     for use_hints in settings_to_run:
         config = EvalConfig(stage="valid", num_candidates=num_candidates, use_hints=use_hints, users=users, seed=seed)
-        sel = select_weights(_outcomes(settings, built, config), seed=seed)
+        valid = _outcomes(settings, built, config)
+        sel = select_weights(valid, seed=seed)
         selections[use_hints] = sel
-        details["hints_on" if use_hints else "hints_off"] = {**sel.evidence, "served": sel.weights.to_dict(),
-                                                              "llm_helps": sel.llm_helps, "top": sel.table[:10]}
+        key = "hints_on" if use_hints else "hints_off"
+        details[key] = {**sel.evidence, "served": sel.weights.to_dict(), "llm_helps": sel.llm_helps,
+                        "top": sel.table[:10]}
+        test = None
+        if test_gap:  # after the choice: test users only measure it
+            test = _outcomes(settings, built, EvalConfig(stage="test", num_candidates=num_candidates,
+                                                         use_hints=use_hints, users=users, seed=seed))
+            details[key]["test_gap"] = _grid_test_gap(sel, test, seed)
+        if fusion == "logistic":
+            from training.fusion import learn_fusion
+
+            details[key]["fusion"] = learn_fusion(valid, test, seed=seed).to_dict()
     if True not in selections:  # --hints off: keep the hints-on choice already made
         existing = load_weight_set(built.adapter.path)
         if not existing.chosen:
@@ -164,7 +181,22 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
     weight_set = weight_set_from(selections)
     path = save_weights(weight_set, built.adapter.path, details)
     return {"path": str(path), "weights": weight_set.to_dict(), "describe": weight_set.describe(),
-            "users": {("hints_on" if h else "hints_off"): s.evidence.get("users") for h, s in selections.items()}}
+            "users": {("hints_on" if h else "hints_off"): s.evidence.get("users") for h, s in selections.items()},
+            "details": details}
+
+
+def _grid_test_gap(sel, test, seed: int) -> dict:
+    """The grid's best LLM weights on test users: paired difference and the gap to validation."""
+    from ranker.ensemble import EnsembleWeights
+    from training.report import PAIRED_RESAMPLES, bootstrap_ci
+    from training.weights import paired_diffs
+
+    ev = sel.evidence
+    d = paired_diffs(test, EnsembleWeights(**ev["best_llm_weights"]), ev["metric"])
+    lo, hi = bootstrap_ci(d, n_boot=PAIRED_RESAMPLES, seed=seed)
+    return {"weights": ev["best_llm_weights"], "users": len(d), "diff": float(d.mean()), "ci": [lo, hi],
+            "gap_in_sample": ev["diff"] - float(d.mean()),
+            "gap_cross_validated": ev["cross_validated"]["diff"] - float(d.mean())}
 
 
 # ---- instruction data --------------------------------------------------------------------

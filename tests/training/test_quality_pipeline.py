@@ -99,3 +99,49 @@ def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny):
     pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
                                    seed=0, num_candidates=5, hints="off")
     assert load_weight_set(stack.adapter.path).hints_on == before
+
+
+def test_logistic_fusion_option_records_cross_validated_and_test_figures(tiny):
+    settings, stack = tiny
+    summary = pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
+                                             seed=0, num_candidates=5, hints="on", fusion="logistic", test_gap=True)
+    d = summary["details"]["hints_on"]
+    f = d["fusion"]
+    assert f["served"] is False and set(f["coefficients"]) == {"bias", *f["features"]}
+    assert f["validation_cross_validated"]["folds"] == 5 and len(f["test"]["ci"]) == 2
+    assert f["validation_to_test_gap"] == pytest.approx(f["validation_cross_validated"]["diff"] - f["test"]["diff"])
+    g = d["test_gap"]
+    assert g["gap_in_sample"] == pytest.approx(d["diff"] - g["diff"])
+    assert "fusion" in json.loads((stack.adapter.path / "hybrid_weights_selection.json").read_text())["hints_on"]
+
+
+def test_logistic_regression_learns_the_informative_feature():
+    from training.fusion import fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 1] + 0.3 * rng.normal(size=400) > 0).astype(float)
+    w = fit_logistic(x, y, l2=1.0)
+    assert w[2] > 2 and abs(w[1]) < 0.5 and abs(w[3]) < 0.5
+
+
+def test_fusion_finds_a_mode_that_knows_the_answer():
+    from training.evaluate import UserOutcome
+    from training.fusion import learn_fusion
+
+    rng = np.random.default_rng(1)
+
+    def users(n):
+        out = []
+        for _ in range(n):
+            cands = [f"i{k}" for k in range(6)]
+            target = cands[int(rng.integers(6))]
+            pw = {c: (1.5 if c == target else 0.0) + 0.5 * rng.normal() for c in cands}
+            ls = {c: rng.normal() for c in cands}  # noise
+            out.append(UserOutcome("u", target, cands, sorted(rng.normal(size=6).tolist(), reverse=True),
+                                   mode_scores={"pointwise": pw, "listwise": ls}))
+        return out
+
+    res = learn_fusion(users(120), users(120), seed=0)
+    assert res.coefficients["z_pointwise"] > abs(res.coefficients["z_listwise"])
+    assert res.validation["ci"][0] > 0 and res.test["diff"] > 0
