@@ -205,6 +205,7 @@ def ensure_backbone(
         "test": test["metrics"],
         "test_users": test["users"],
         "train_seconds": metrics["train_seconds"],
+        **{k: metrics[k] for k in ("epochs_run", "epoch_cap", "stopped_by", "best_is_last", "warnings") if k in metrics},
     }
     save_backbone(backbone, folder, meta, item_ids=ds.item_ids, user_ids=ds.user_ids)
     return load_backbone(folder)

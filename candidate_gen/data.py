@@ -33,7 +33,7 @@ class Dataset:
     titles: list[str]  # aligned with item_ids
     users: np.ndarray  # (n,) int64 user index per interaction
     items: np.ndarray  # (n,) int64 item index
-    ratings: np.ndarray  # (n,) float32, 1..5
+    ratings: np.ndarray  # (n,) float32, 0.5..5.0 (whole or half stars)
     timestamps: np.ndarray  # (n,) int64, seconds
     fingerprint: str  # sha256 over the interaction files, ties artifacts to the data
 
@@ -90,13 +90,18 @@ def _read_text(path: Path, encoding: str) -> str:
         raise DataError(f"{path}:{line}: not valid {encoding} text (byte 0x{raw[e.start]:02x})") from None
 
 
+RATING_MIN, RATING_MAX = 0.5, 5.0
+RATING_SCALE = "0.5 to 5.0 in steps of 0.5 (whole stars 1-5 or half stars; likes >= 4, dislikes <= 2)"
+
+
 def _parse_rating(path: Path, line: int, value: str) -> float:
+    """A star rating: whole stars 1..5 (MovieLens-100K) or half stars 0.5..5.0 (later MovieLens)."""
     try:
         r = float(value)
     except ValueError:
-        raise DataError(f"{path}:{line}: rating {value!r} is not a number") from None
-    if not (1.0 <= r <= 5.0):
-        raise DataError(f"{path}:{line}: rating {r} is outside the 1..5 scale")
+        raise DataError(f"{path}:{line}: rating {value!r} is not a number; accepted scale: {RATING_SCALE}") from None
+    if not (RATING_MIN <= r <= RATING_MAX) or not (2 * r).is_integer():
+        raise DataError(f"{path}:{line}: rating {value.strip()} is not on the accepted scale: {RATING_SCALE}")
     return r
 
 
@@ -152,7 +157,10 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str
 
 
 def load_generic(folder: Path) -> Dataset:
-    """Read ``interactions.csv`` (user_id,item_id,rating,timestamp) and ``items.csv`` (item_id,title)."""
+    """Read ``interactions.csv`` (user_id,item_id,rating,timestamp) and ``items.csv`` (item_id,title).
+
+    Ratings are stars, whole (1..5) or half (0.5..5.0); likes are >= 4, dislikes <= 2
+    (candidate_gen.split). Timestamps are seconds (an integer or a float)."""
     folder = Path(folder)
     items_path, inter_path = folder / "items.csv", folder / "interactions.csv"
     items: dict[str, str] = {}

@@ -23,8 +23,7 @@ class LightGCNConfig(EmbeddingConfig):
     # 10x the reference lr: at 1e-3 LightGCN needs several hundred epochs (minutes on 2 cores);
     # at 1e-2 it peaks near epoch 50 with validation NDCG@10 as high as the slow run's
     lr: float = 1e-2
-    epochs: int = 100
-    patience: int = 5  # validation rounds without improvement before stopping
+    patience: int = 5  # validation rounds without improvement before stopping (cap: EmbeddingConfig.epochs)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -25,7 +25,7 @@ class EmbeddingConfig:
     lr: float = 1e-3  # Adam learning rate
     l2: float = 1e-4  # weight of the squared-norm penalty on the batch's embeddings
     batch_size: int = 2048  # positive (user, item) pairs per step
-    epochs: int = 300  # hard cap; early stopping usually ends sooner
+    epochs: int = 1000  # a generous cap: patience ends training; reaching the cap logs a warning
     eval_every: int = 5  # epochs between validation rounds
     patience: int = 6  # validation rounds without improvement before stopping
     init_std: float = 0.1  # std of the normal initialisation

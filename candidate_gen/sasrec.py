@@ -35,7 +35,7 @@ class SASRecConfig:
     lr: float = 1e-3  # Adam learning rate
     l2: float = 1e-4  # AdamW weight decay
     batch_size: int = 128  # sequences per step
-    epochs: int = 200  # hard cap; early stopping usually ends sooner
+    epochs: int = 1000  # a generous cap: patience ends training; reaching the cap logs a warning
     eval_every: int = 2  # epochs between validation rounds
     patience: int = 5  # validation rounds without improvement before stopping
 

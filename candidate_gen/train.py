@@ -4,7 +4,9 @@ One loop for every learned model: each model module supplies a config dataclass,
 ``torch.nn.Module`` with ``loss(batch)`` and ``export(...) -> Backbone``, and a sampler that
 yields batches for one epoch. Every ``eval_every`` epochs the exported backbone is ranked
 on the validation users (NDCG@10); the best state is kept and training stops after
-``patience`` rounds without improvement.
+``patience`` rounds without improvement. The epoch cap is generous (1000) so that patience,
+not the cap, ends training; if the best epoch is nevertheless the last one (still improving
+at the cap) a warning is logged and recorded in the metrics (``warnings``).
 """
 
 from __future__ import annotations
@@ -148,10 +150,22 @@ def _train(split: Split, model: str, config: dict | None, seed: int, progress: b
     t0 = time.perf_counter()
     best, validation, best_epoch, epochs_run = TRAINERS[model].fit(cfg, split, rng, progress)
     seconds = time.perf_counter() - t0
+    cap = getattr(cfg, "epochs", None)
+    stopped = "no epochs" if cap is None else ("cap" if epochs_run >= cap else "patience")
+    best_is_last = bool(cap is not None and epochs_run > 0 and best_epoch == epochs_run)
+    warnings = []
+    if best_is_last:
+        warnings.append(f"{model}: the best validation epoch is the last one ({best_epoch} of a {cap}-epoch cap): "
+                        f"still improving when training stopped; raise the cap (config epochs)")
+        log.warning(warnings[-1])
     metrics = {
         "model": model,
         "best_epoch": best_epoch,
         "epochs_run": epochs_run,
+        "epoch_cap": cap,
+        "stopped_by": stopped,
+        "best_is_last": best_is_last,
+        "warnings": warnings,
         "validation": validation,
         "train_seconds": seconds,
         "config": dataclasses.asdict(cfg),

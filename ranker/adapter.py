@@ -3,7 +3,7 @@
 ``Adapter`` carries what the rest of the stack reports or needs about it: its folder, its
 name (the folder name; vLLM serves it under that name, ``--lora-modules NAME=PATH``), its
 revision (a content hash: names the exact weights in responses and cache keys) and the
-hybrid ensemble weights tuned beside it (``hybrid_weights.json``). It is built once by
+hybrid ensemble weights tuned beside it (``hybrid_weights.json``, one set per hint setting). It is built once by
 ``load_adapter`` (the composition root, ``stack.build``, calls it from the settings).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.checksum import sha256_files
-from ranker.ensemble import EnsembleWeights, load_weights
+from ranker.ensemble import EnsembleWeights, WeightSet, load_weight_set
 from ranker.model import ModelError
 
 CONFIG_FILE = "adapter_config.json"
@@ -28,7 +28,12 @@ class Adapter:
     path: Path
     name: str
     revision: str
-    weights: EnsembleWeights
+    weight_set: WeightSet  # per hint setting, with the validation verdict
+
+    @property
+    def weights(self) -> EnsembleWeights:
+        """The hints-on weights (the served default)."""
+        return self.weight_set.hints_on
 
 
 def adapter_revision(path: Path) -> str:
@@ -46,4 +51,4 @@ def load_adapter(path: str | Path, name: str | None = None) -> Adapter:
     if not (folder / CONFIG_FILE).is_file():
         raise AdapterError(f"adapter folder {folder} has no {CONFIG_FILE}")
     return Adapter(path=folder, name=name or folder.name, revision=adapter_revision(folder),
-                   weights=load_weights(folder))
+                   weight_set=load_weight_set(folder))

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ranker.types import MODES
@@ -55,34 +55,153 @@ class EnsembleWeights:
         return asdict(self)
 
 
-def load_weights(adapter_dir: Path | None) -> EnsembleWeights:
-    """Weights from ``adapter_dir/hybrid_weights.json`` when present, defaults otherwise.
+MODE_NAMES = MODES  # the weight fields that cost LLM time
+HINT_KEYS = {True: "hints_on", False: "hints_off"}
 
-    The file is {"pointwise": .., "pairwise": .., "listwise": .., "backbone": ..}; a key left
-    out keeps its default, an unknown key or a bad value is an error naming the file.
+
+class HintWeightsMissing(ValueError):
+    """Hints off was asked for, but the served weights were chosen with hints on only."""
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    """The served hybrid weights: one set per hint setting, and whether the LLM earns its cost.
+
+    ``hints_off`` None with ``chosen`` True means the file holds weights chosen with hints on
+    only (the old flat format): they are not used for hints-off requests, which get
+    ``HintWeightsMissing`` instead. Without a file (``chosen`` False) the defaults serve both.
+    ``llm_helps`` maps "hints_on"/"hints_off" to the validation verdict (absent: unknown);
+    ``evidence`` holds the validation figures behind it.
+    """
+
+    hints_on: EnsembleWeights = EnsembleWeights()
+    hints_off: EnsembleWeights | None = None
+    chosen: bool = False
+    llm_helps: dict[str, bool] = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict)
+
+    def for_hints(self, use_hints: bool) -> EnsembleWeights:
+        if use_hints:
+            return self.hints_on
+        if self.hints_off is not None:
+            return self.hints_off
+        if not self.chosen:
+            return self.hints_on  # the defaults were not chosen for either setting
+        raise HintWeightsMissing(
+            "the served hybrid weights were chosen with hints on and none exist for hints off: "
+            "send use_hints=true, or your own weights, or choose hints-off weights "
+            "(recranker weights --hints off)")
+
+    def modes_used(self, use_hints: bool) -> tuple[str, ...]:
+        """Modes with a weight > 0 for this hint setting (empty: the LLM is not used)."""
+        try:
+            w = self.for_hints(use_hints)
+        except HintWeightsMissing:
+            return ()
+        return tuple(m for m in MODE_NAMES if w.of(m) > 0)
+
+    def llm_used(self) -> dict[str, bool | None]:
+        """Per hint setting: does serving it run the LLM? (None: that setting is refused.)"""
+        out: dict[str, bool | None] = {}
+        for hints, key in HINT_KEYS.items():
+            try:
+                self.for_hints(hints)
+            except HintWeightsMissing:
+                out[key] = None
+            else:
+                out[key] = bool(self.modes_used(hints))
+        return out
+
+    def describe(self) -> str:
+        """One line for /readyz and logs: which modes run per hint setting, and why."""
+        parts = []
+        for hints, key in HINT_KEYS.items():
+            used = self.llm_used()[key]
+            if used is None:
+                parts.append(f"{key}: refused (weights chosen with hints on only)")
+                continue
+            modes = self.modes_used(hints)
+            verdict = self.llm_helps.get(key)
+            why = "" if verdict is None else (" (validation: LLM helps)" if verdict
+                                                  else " (validation: LLM does not beat the backbone)")
+            parts.append(f"{key}: " + (f"LLM modes {', '.join(modes)}" if modes else "backbone only, no LLM") + why)
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        out: dict = {"hints_on": self.hints_on.to_dict()}
+        if self.hints_off is not None:
+            out["hints_off"] = self.hints_off.to_dict()
+        if self.llm_helps:
+            out["llm_helps"] = dict(self.llm_helps)
+        if self.evidence:
+            out["evidence"] = self.evidence
+        return out
+
+
+def _weights_from(data, path: Path, where: str) -> EnsembleWeights:
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of weights{where}, got {type(data).__name__}")
+    known = {f.name for f in fields(EnsembleWeights)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}{where}; expected some of {sorted(known)}")
+    try:
+        return EnsembleWeights(**data)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def parse_weight_set(data, path: Path) -> WeightSet:
+    """A WeightSet from the file's JSON. Two formats: the flat one (weights chosen with hints
+    on: {"pointwise": .., "pairwise": .., "listwise": .., "backbone": ..}) and the per-hint one
+    ({"hints_on": {...}, "hints_off": {...}, "llm_helps": {...}, "evidence": {...}})."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of weights, got {type(data).__name__}")
+    if "hints_on" not in data and "hints_off" not in data:
+        return WeightSet(hints_on=_weights_from(data, path, ""), chosen=True)
+    allowed = {"hints_on", "hints_off", "llm_helps", "evidence"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+    if "hints_on" not in data:
+        raise ValueError(f"{path}: has hints_off weights but no hints_on weights")
+    helps = data.get("llm_helps", {})
+    if not isinstance(helps, dict) or any(k not in HINT_KEYS.values() or not isinstance(v, bool)
+                                          for k, v in helps.items()):
+        raise ValueError(f"{path}: llm_helps must map hints_on/hints_off to true or false, got {helps!r}")
+    evidence = data.get("evidence", {})
+    if not isinstance(evidence, dict):
+        raise ValueError(f"{path}: evidence must be a JSON object")
+    return WeightSet(
+        hints_on=_weights_from(data["hints_on"], path, " under hints_on"),
+        hints_off=_weights_from(data["hints_off"], path, " under hints_off") if "hints_off" in data else None,
+        chosen=True, llm_helps=helps, evidence=evidence)
+
+
+def load_weight_set(adapter_dir: Path | None) -> WeightSet:
+    """The weight set from ``adapter_dir/hybrid_weights.json``; defaults (not chosen) without one.
+
+    A key left out of a weights object keeps its default; an unknown key or a bad value is
+    an error naming the file.
     """
     if adapter_dir is None:
-        return EnsembleWeights()
+        return WeightSet()
     path = Path(adapter_dir) / WEIGHTS_FILE
     if not path.is_file():
         log.info("no %s in %s: default ensemble weights", WEIGHTS_FILE, adapter_dir)
-        return EnsembleWeights()
+        return WeightSet()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not readable JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of weights, got {type(data).__name__}")
-    known = {f.name for f in fields(EnsembleWeights)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    try:
-        weights = EnsembleWeights(**data)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    weights = parse_weight_set(data, path)
     log.info("ensemble weights from %s: %s", path, weights)
     return weights
+
+
+def load_weights(adapter_dir: Path | None) -> EnsembleWeights:
+    """The hints-on weights of ``adapter_dir/hybrid_weights.json`` (either format), defaults otherwise."""
+    return load_weight_set(adapter_dir).hints_on
 
 
 def zscore(scores: Mapping[str, float], item_ids: Sequence[str]) -> dict[str, float]:

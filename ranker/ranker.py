@@ -4,6 +4,10 @@
 ``rank_many`` makes ONE ``engine.score`` call for every prompt of every mode of all its
 requests: a service micro-batch of N users costs one engine call, and each user's history
 prefix is computed once for all three modes.
+
+A mode whose hybrid weight is 0 costs nothing: it is neither planned nor scored, unless the
+request asks for every mode's scores (``score_all_modes``, offline evaluation). With all
+mode weights 0 (weights chosen "backbone only") a request runs no LLM at all.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 
 from ranker.chat import to_scoring_prompt
 from ranker.engines.base import Engine
-from ranker.ensemble import EnsembleWeights, hybrid_scores, order_by, zscore
+from ranker.ensemble import EnsembleWeights, HintWeightsMissing, WeightSet, hybrid_scores, order_by, zscore
 from ranker.modes.base import ModePlan
 from ranker.modes.registry import ALL_LABELS, LABEL_COLUMNS, LABEL_SETS, MODE_REGISTRY
 from ranker.prompts import PromptConfig, shared_text
@@ -64,8 +68,9 @@ class RankRequest:
     candidates: list[Candidate]
     modes: tuple[Mode, ...] = MODES
     k: int = 5
-    weights: EnsembleWeights | None = None  # None: the ranker's weights
+    weights: EnsembleWeights | None = None  # None: the ranker's weights for the request's hint setting
     use_hints: bool | None = None  # None: the ranker's config
+    score_all_modes: bool = False  # also score modes whose weight is 0 (evaluation reads each mode)
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -90,19 +95,42 @@ class _Work:
     plans: dict[Mode, ModePlan] = field(default_factory=dict)
     scores: dict[Mode, ModeScores] = field(default_factory=dict)
     failure: str | None = None
+    weights: EnsembleWeights | None = None  # resolved at planning time
 
 
 class Ranker:
     def __init__(
-        self, engine: Engine, config: RankerConfig = RankerConfig(), weights: EnsembleWeights = EnsembleWeights()
+        self, engine: Engine, config: RankerConfig = RankerConfig(),
+        weights: EnsembleWeights | WeightSet = EnsembleWeights(),
     ) -> None:
         self.engine = engine
         self.config = config
-        self.weights = weights
+        # plain weights (not chosen per hint setting) serve both settings, as before
+        self.weight_set = weights if isinstance(weights, WeightSet) else WeightSet(hints_on=weights)
         self._prompt_config = config.prompt_config
         engine.label_token_ids(ALL_LABELS)  # a tokenizer that splits a label fails here, at start-up
 
     # ---- public -------------------------------------------------------------------------
+
+    @property
+    def weights(self) -> EnsembleWeights:
+        """The served weights with hints on (the default setting)."""
+        return self.weight_set.hints_on
+
+    def hints_for(self, request: RankRequest) -> bool:
+        return self.config.use_hints if request.use_hints is None else request.use_hints
+
+    def weights_for(self, request: RankRequest) -> EnsembleWeights:
+        """The request's own weights, else the served ones for its hint setting; raises
+        ``HintWeightsMissing`` for hints off when only hints-on weights were chosen."""
+        return request.weights or self.weight_set.for_hints(self.hints_for(request))
+
+    def modes_to_run(self, request: RankRequest, weights: EnsembleWeights | None = None) -> tuple[Mode, ...]:
+        """The requested modes that affect the hybrid (weight > 0), or all with score_all_modes."""
+        if request.score_all_modes:
+            return request.modes
+        weights = weights or self.weights_for(request)
+        return tuple(m for m in request.modes if weights.of(m) > 0)
 
     def rank(self, request: RankRequest) -> RankResult:
         return self.rank_many([request])[0]
@@ -138,12 +166,15 @@ class Ranker:
     def plans(self, request: RankRequest) -> dict[Mode, ModePlan]:
         """The prompts of each requested mode for one request, as ``rank`` scores them."""
         r, cfg = request, self.config
-        hints = cfg.use_hints if r.use_hints is None else r.use_hints
+        modes = self.modes_to_run(r)
+        if not modes:
+            return {}  # no mode carries weight: the hybrid is the backbone prior, no LLM work
+        hints = self.hints_for(r)
         shared = shared_text(r.user, self._prompt_config, self.engine.count_tokens)  # one history for all modes
         common = {"hints": hints, "config": self._prompt_config, "count_tokens": self.engine.count_tokens,
                   "shared": shared}
         plans: dict[Mode, ModePlan] = {}
-        for mode in r.modes:
+        for mode in modes:
             spec = MODE_REGISTRY[mode]
             plans[mode] = spec.plan(r.user, r.candidates, **common, **spec.options(cfg))
         return plans
@@ -151,6 +182,11 @@ class Ranker:
     # ---- stages -------------------------------------------------------------------------
 
     def _plan(self, w: _Work) -> None:
+        try:
+            w.weights = self.weights_for(w.request)
+        except HintWeightsMissing as e:  # the service refuses these with a 422 before they get here
+            w.failure = str(e)
+            return
         try:
             w.plans = self.plans(w.request)
         except Exception as e:  # noqa: BLE001 - one bad request must not sink the batch
@@ -216,11 +252,11 @@ class Ranker:
         ids = [c.item_id for c in r.candidates]
         backbone = {c.item_id: c.backbone_score for c in r.candidates}
         hybrid, normalised = hybrid_scores(
-            ids, {m: s.scores for m, s in w.scores.items()}, backbone, r.weights or self.weights
+            ids, {m: s.scores for m, s in w.scores.items()}, backbone, w.weights
         )
         return RankResult(
             items=self._top_k(r, hybrid, normalised),
-            modes=tuple(m for m in r.modes if w.scores[m].scores),
+            modes=tuple(m for m in r.modes if m in w.scores and w.scores[m].scores),
             llm_calls=sum(s.llm_calls for s in w.scores.values()),
             forward_tokens=sum(s.forward_tokens for s in w.scores.values()),
             label_mass={m: s.label_mass for m, s in w.scores.items() if s.scores},

@@ -88,12 +88,37 @@ def cmd_evaluate(args, settings: Settings) -> None:
 
 def cmd_weights(args, settings: Settings) -> None:
     try:
-        weights, n_users, path = pipeline.choose_hybrid_weights(
+        run = pipeline.choose_hybrid_weights(
             settings, _data(args), backbone=args.backbone, adapter=args.adapter, users=args.users,
-            seed=args.seed, num_candidates=_num_candidates(args, settings))
+            seed=args.seed, num_candidates=_num_candidates(args, settings), hints=args.hints,
+            fusion=args.fusion, test_gap=args.test_gap)
     except pipeline.PipelineError as e:
         raise CLIError(str(e)) from None
-    print(f"chose {weights} on {n_users} validation users; wrote {path}")
+    for key, d in run["details"].items():
+        if not isinstance(d, dict):
+            continue
+        if "test_gap" in d:
+            g = d["test_gap"]
+            print(f"{key}: those weights on {g['users']} test users: {g['diff']:+.4f} [{g['ci'][0]:+.4f}, "
+                  f"{g['ci'][1]:+.4f}]; validation-to-test gap {g['gap_in_sample']:+.4f} (in sample), "
+                  f"{g['gap_cross_validated']:+.4f} (cross-validated)")
+        if "fusion" in d:
+            f = d["fusion"]
+            v = f["validation_cross_validated"]
+            line = (f"{key}: logistic fusion (not served), validation out of fold {v['diff']:+.4f} "
+                    f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]")
+            if f["test"]:
+                t = f["test"]
+                line += f"; test {t['diff']:+.4f} [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}], gap {f['validation_to_test_gap']:+.4f}"
+            print(line)
+    for key, ev in run["weights"].get("evidence", {}).items():
+        if "diff" in ev:
+            cv = ev["cross_validated"]
+            print(f"{key}: best LLM weights {ev['best_llm_weights']} on {ev['users']} validation users: "
+                  f"{ev['metric']} hybrid - backbone {ev['diff']:+.4f} [{ev['ci'][0]:+.4f}, {ev['ci'][1]:+.4f}] "
+                  f"(cross-validated {cv['diff']:+.4f} [{cv['ci'][0]:+.4f}, {cv['ci'][1]:+.4f}])")
+    print(f"serving: {run['describe']}")
+    print(f"wrote {run['path']}")
 
 
 def cmd_instructions_build(args, settings: Settings) -> None:
@@ -224,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("evaluate", help="the paper's protocol: backbone vs each mode vs hybrid, HR/NDCG@3,5")
     eval_args(sp)
     sp.add_argument("--stage", choices=("test", "valid"), default="test")
-    sp.add_argument("--hints", choices=("on", "off", "both"), default="both")
+    sp.add_argument("--hints", choices=("on", "off", "both"), default="on",
+                    help="backbone hints in the prompts: on (default), off, or both (two evaluations)")
     sp.add_argument("--json", required=True, help="write the result here")
     sp.add_argument("--markdown", help="also write the tables here")
     sp.add_argument("--chart", help="also write PNG charts (one per hint setting) with this name")
@@ -232,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("weights", help="choose hybrid weights on validation users, save beside the adapter")
     eval_args(sp)
+    sp.add_argument("--hints", choices=("on", "off", "both"), default="both",
+                    help="hint settings to choose weights for (default both; off keeps the file's hints-on weights)")
+    sp.add_argument("--fusion", choices=("grid", "logistic"), default="grid",
+                    help="logistic: also fit a learned fusion (per-mode z, backbone z and rank) with 5-fold "
+                         "cross-validation and record it beside the weights (not served)")
+    sp.add_argument("--test-gap", action="store_true",
+                    help="after choosing, score the choice on test users too (the validation-to-test gap; "
+                         "reuses `recranker evaluate`'s cached test outcomes)")
     sp.set_defaults(func=cmd_weights)
 
     sp = sub.add_parser("serve", help="run the ranking service")

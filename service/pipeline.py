@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ranker.ensemble import HintWeightsMissing
 from ranker.ranker import Ranker, RankRequest
 from ranker.types import Mode, RankResult
 from service.microbatch import BatchOutcome, MicroBatcher
@@ -94,7 +95,7 @@ class RankingService:
         # the ranker's own settings shape its answers too: processes configured differently
         # must not share cache entries through one Redis
         self._ranker_fingerprint = cache_key({"config": dataclasses.asdict(ranker.config),
-                                              "weights": dataclasses.asdict(ranker.weights)})
+                                              "weights": ranker.weight_set.to_dict()})
 
     async def rank(self, job: RankJob) -> dict[str, Any]:
         return (await self.rank_many([job]))[0]
@@ -169,9 +170,22 @@ class RankingService:
                                  "dataset; retry, or send a 'history'") from None
             raise
         if p.prepared.candidates:
-            weights = dataclasses.replace(self.ranker.weights, **j.weights) if j.weights else None
-            _check_weights(weights or self.ranker.weights, j)
+            weights = self._weights(j)
+            if weights is not None:  # the client's weights, completed by the served ones
+                _check_weights(weights, j)
             p.request = RankRequest(p.prepared.profile, p.prepared.candidates, j.modes, j.k, weights, j.use_hints)
+
+    def _weights(self, j: RankJob):
+        """The client's weights (completed by the served ones), or None for the served weights of
+        the job's hint setting; hints off without hints-off weights is the client's 422."""
+        hints = self.ranker.config.use_hints if j.use_hints is None else j.use_hints
+        try:
+            served = self.ranker.weight_set.for_hints(hints)
+        except HintWeightsMissing as e:
+            if not j.weights:
+                raise ServiceError(422, f"{j.where}use_hints: {e}") from None
+            served = self.ranker.weights  # the client chose weights: its fields win, the rest as served
+        return dataclasses.replace(served, **j.weights) if j.weights else None
 
     async def _run(self, requests: list[RankRequest]) -> tuple[list[RankResult], float, str | None]:
         """(results, queue seconds, degraded kind): engine results, or backbone-order fallbacks

@@ -48,7 +48,9 @@ async def rerank(ranking: RankingService, catalog: Catalog, settings: Settings, 
     items = ranked["items"]
     # the modes that actually scored are the keys of mode_scores (the same for every item)
     scored_modes = items[0]["mode_scores"].keys() if items else ()
-    weight = evidence_weight(ranking.ranker.weights, scored_modes, ranked["degraded"])
+    hints = ranking.ranker.config.use_hints if use_hints is None else use_hints
+    # the weights this request was ranked with (hints off has its own; the rank above refused it otherwise)
+    weight = evidence_weight(ranking.ranker.weight_set.for_hints(hints), scored_modes, ranked["degraded"])
     position = {ref.item_id: n for n, ref in enumerate(refs)}
     results = [Reranked(position[it["item_id"]], it["item_id"], it["title"], float(it["score"]),
                         relevance_score(float(it["score"]), weight)) for it in items]

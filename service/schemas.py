@@ -364,6 +364,9 @@ class ReadyOut(BaseModel):
 
     ready: bool
     components: dict[str, ComponentOut]
+    llm_used: dict[str, bool | None] | None = Field(
+        None, description="Per hint setting (hints_on, hints_off): whether ranking runs the LLM (false: the hybrid "
+        "weights are backbone only, as chosen on validation users; null: that setting is refused).")
 
 
 class ErrorOut(BaseModel):

@@ -100,11 +100,13 @@ def build_engine(settings: Settings, adapter: Adapter | None = None) -> Engine:
 
 
 def build_ranker(settings: Settings, adapter: Adapter | None, **config_overrides) -> Ranker:
-    """Engine + the adapter's tuned hybrid weights (defaults without one) + the settings' config."""
-    from ranker.ensemble import EnsembleWeights
+    """Engine + the adapter's tuned hybrid weights, one set per hint setting (defaults without
+    one) + the settings' config."""
+    from ranker.ensemble import WeightSet
 
     engine = build_engine(settings, adapter)
-    weights = adapter.weights if adapter is not None else EnsembleWeights()
+    weights = adapter.weight_set if adapter is not None else WeightSet()
+    log.info("hybrid weights: %s", weights.describe())
     return Ranker(engine, ranker_config(settings, **config_overrides), weights)
 
 

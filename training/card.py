@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.report import markdown_table
+from ranker.ensemble import load_weight_set
+from training.report import markdown_paired_table, markdown_table
 
 
 def loss_chart(log_path: Path, out: Path, window: int = 10) -> Path:
@@ -83,8 +84,22 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
         "",
     ]
     if weights_path.is_file():
-        lines += ["## Hybrid weights (chosen on validation users)", "", "```json",
-                  weights_path.read_text().strip(), "```", ""]
+        ws = load_weight_set(adapter_dir)
+        lines += ["## Hybrid weights (chosen on validation users)", "",
+                  f"**Is the LLM used?** {ws.describe()}.", ""]
+        for key, ev in ws.evidence.items():
+            if "diff" in ev:
+                cv = ev.get("cross_validated", {})
+                lines.append(f"- {key}: best LLM weights {ev['best_llm_weights']} on {ev['users']} validation users, "
+                             f"{ev['metric']} hybrid - backbone {ev['diff']:+.4f} [95% CI {ev['ci'][0]:+.4f}, "
+                             f"{ev['ci'][1]:+.4f}]" + (f"; cross-validated {cv['diff']:+.4f} [{cv['ci'][0]:+.4f}, "
+                                                        f"{cv['ci'][1]:+.4f}]" if cv else "")
+                             + f" -> {'LLM weights served' if ws.llm_helps.get(key) else 'backbone only (no LLM)'}")
+        if ws.evidence:
+            lines += ["", f"Rule: {next(iter(ws.evidence.values())).get('rule', '')}", ""]
+        if ws.hints_off is None:
+            lines += ["No hints-off weights: the service refuses `use_hints: false` without the request's own weights.", ""]
+        lines += ["```json", weights_path.read_text().strip(), "```", ""]
     if eval_json is not None and Path(eval_json).is_file():
         ev = json.loads(Path(eval_json).read_text())
         lines += ["## Evaluation (test users, the paper's protocol)", ""]
@@ -93,6 +108,9 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
                 res = ev[key]
                 lines.append(markdown_table(res["rows"], f"{key.replace('_', ' ')}: all {res['users']} test users "
                                                          "(mean [95% bootstrap interval])"))
+                if "paired" in res:
+                    lines.append(markdown_paired_table(res["paired"], "paired differences vs the backbone "
+                                                       f"(candidate ceiling {res['candidate_ceiling']:.3f})"))
         lines.append("")
     lines += ["## Limits", "",
               "Trained on a CPU for minutes, on a 135M-parameter model: a demonstration of the",

@@ -32,7 +32,7 @@ from ranker.modes.registry import MODE_REGISTRY
 from ranker.ranker import Ranker, RankRequest
 from ranker.types import MODES, Mode
 from stack.profiles import candidates_from_items, profile_from_events
-from training.report import summarize_rows
+from training.report import paired_differences, summarize_rows
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,10 @@ def collect(
                     modes=config.modes,
                     k=len(items),
                     use_hints=config.use_hints,
+                    # every mode's scores, whatever the served weights: the hybrid is recomputed
+                    # here for any weights, and the served ones may be unset for hints off
+                    weights=ranker.weights,
+                    score_all_modes=True,
                 )
                 result = ranker.rank(request)
                 outcome.degraded = result.degraded
@@ -188,14 +192,24 @@ def row_ranks(outcomes: Iterable[UserOutcome], weights: EnsembleWeights) -> dict
     return ranks
 
 
+def candidate_ceiling(outcomes: Sequence[UserOutcome]) -> float:
+    """Share of users whose held-out item is among the candidates: no re-ranking scores a hit
+    for the others, so this bounds HR@k of every row."""
+    return sum(o.target_is_candidate for o in outcomes) / len(outcomes) if outcomes else float("nan")
+
+
 def report(outcomes: list[UserOutcome], weights: EnsembleWeights, seed: int = 0) -> dict:
-    """Rows over all users and over the subset whose target is a candidate, with intervals."""
+    """Rows over all users and over the subset whose target is a candidate, with intervals,
+    and the paired differences (row - backbone on the same users) with bootstrap intervals."""
     subset = [o for o in outcomes if o.target_is_candidate]
+    ranks = row_ranks(outcomes, weights)
     return {
         "users": len(outcomes),
         "users_with_target_in_candidates": len(subset),
+        "candidate_ceiling": candidate_ceiling(outcomes),
         "degraded_users": sum(o.degraded for o in outcomes),
-        "rows": summarize_rows(row_ranks(outcomes, weights), seed=seed),
+        "rows": summarize_rows(ranks, seed=seed),
+        "paired": paired_differences(ranks, seed=seed),
         "rows_target_in_candidates": summarize_rows(row_ranks(subset, weights), seed=seed) if subset else {},
         "weights": weights.to_dict(),
     }

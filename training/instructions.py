@@ -161,7 +161,8 @@ def pointwise_example(user: _User, cfg: InstructionConfig, rng: np.random.Genera
     cands = user.candidates([target.item, *others], history, cfg.hints)
     hint = H.pointwise_hint(cands[0], cands) if cfg.hints else None
     prompt = P.pointwise_prompt(profile, cands[0], hint, config=cfg.prompt, count_tokens=count_tokens)
-    rating = float(round(target.rating))
+    # the answer is a whole star 1..5: half stars (0.5..5.0 scales) round half up, 0.5 becomes 1
+    rating = float(min(5, max(1, int(target.rating + 0.5))))
     return _row("pointwise", user, prompt, P.pointwise_answer(rating), history, hint,
                 items=[cands[0].item_id], ratings=[target.rating])
 

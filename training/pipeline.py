@@ -90,50 +90,113 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
                  seed: int, num_candidates: int, stage: str, hints: str) -> EvaluationRun:
     """The paper's protocol for each hint setting ('on', 'off', 'both'): backbone vs each
     mode vs hybrid, HR/NDCG@3,5, over all users and the subset whose target is a candidate."""
+    from ranker.ensemble import HintWeightsMissing
     from training.evaluate import EvalConfig, report
-    from training.report import markdown_table
+    from training.report import PAIRED_RESAMPLES, markdown_paired_table, markdown_table
 
     built = _eval_stack(settings, data, backbone, seed, adapter)
     ranker, name = built.ranker, built.dataset.name
     adapter_path = str(built.adapter.path) if built.adapter else None
     out: dict = {"dataset": name, "backbone": backbone, "adapter": adapter_path,
-                 "model": ranker.engine.model_name, "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict()}
+                 "model": ranker.engine.model_name, "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict(),
+                 "weight_set": ranker.weight_set.to_dict(), "stage": stage, "num_candidates": num_candidates,
+                 "seed": seed, "bootstrap_resamples": {"rows": 1000, "paired": PAIRED_RESAMPLES}}
     hint_settings = {"on": [True], "off": [False], "both": [True, False]}[hints]
     tables, charts = [], []
     for use_hints in hint_settings:
         config = EvalConfig(stage=stage, num_candidates=num_candidates, use_hints=use_hints, users=users, seed=seed)
-        result = report(_outcomes(settings, built, config), ranker.weights, seed=seed)
+        try:
+            weights, weights_for = ranker.weight_set.for_hints(use_hints), ("on" if use_hints else "off")
+        except HintWeightsMissing:  # the service refuses this combination; the report says what it used
+            weights, weights_for = ranker.weights, "on (none chosen for hints off; the service refuses hints off)"
+        result = report(_outcomes(settings, built, config), weights, seed=seed)
+        result["weights_chosen_for_hints"] = weights_for
         key = "with_hints" if use_hints else "without_hints"
         out[key] = result
-        title = (f"{name}, {backbone} candidates, adapter={adapter_path or 'none'}, "
-                 f"hints={'on' if use_hints else 'off'}, {result['users']} users")
+        title = (f"{name}, {backbone} candidates ({num_candidates}), adapter={adapter_path or 'none'}, "
+                 f"hints={'on' if use_hints else 'off'}, {stage} users: {result['users']}; candidate ceiling "
+                 f"{result['candidate_ceiling']:.3f} ({result['users_with_target_in_candidates']} users)")
         tables.append(markdown_table(result["rows"], title))
+        tables.append(markdown_paired_table(
+            result["paired"], f"paired differences vs the backbone, same {result['users']} users, mean "
+                              f"[95% bootstrap CI, {PAIRED_RESAMPLES} resamples] (relative); hybrid weights "
+                              f"{weights.to_dict()} chosen for hints {weights_for}"))
         tables.append(markdown_table(result["rows_target_in_candidates"],
-                                     f"subset whose test item is a candidate ({result['users_with_target_in_candidates']} users)"))
+                                     f"subset whose held-out item is a candidate ({result['users_with_target_in_candidates']} users)"))
         charts.append((result["rows"], key, title))
     first = out["with_hints" if hint_settings[0] else "without_hints"]
     out["users"] = first["users"]
     out["rows"] = first["rows"]
+    out["paired"] = first["paired"]
+    out["candidate_ceiling"] = first["candidate_ceiling"]
     return EvaluationRun(out, tables, charts)
 
 
 def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str, adapter: str | None,
-                          users: int | None, seed: int, num_candidates: int) -> tuple[dict, int, Path]:
-    """Grid-search the hybrid weights on validation users; write them beside the adapter.
-    Returns (weights, users evaluated, file written)."""
+                          users: int | None, seed: int, num_candidates: int, hints: str = "both",
+                          fusion: str = "grid", test_gap: bool = False) -> dict:
+    """Choose the hybrid weights on validation users, per hint setting ('on', 'off', 'both'),
+    with the paired rule of ``training.weights.select_weights``; write them beside the adapter.
+    'off' keeps the hints-on weights already in the file. Returns a summary for the CLI.
+
+    ``fusion='logistic'`` also fits the learned fusion (training.fusion) on the same
+    validation outcomes and records it (not served). ``test_gap`` scores the chosen grid
+    weights (and the fusion) on test users too, after every choice is made: the
+    validation-to-test gap; it reuses `recranker evaluate`'s cached test outcomes."""
+    from ranker.ensemble import load_weight_set
     from training.evaluate import EvalConfig
-    from training.weights import choose_weights, save_weights
+    from training.weights import Selection, save_weights, select_weights, weight_set_from
 
     built = _eval_stack(settings, data, backbone, seed, adapter)
     if built.adapter is None:
         raise PipelineError("choosing weights needs an adapter folder to write hybrid_weights.json into (--adapter)")
-    config = EvalConfig(stage="valid", num_candidates=num_candidates, use_hints=True, users=users, seed=seed)
-    outcomes = _outcomes(settings, built, config)
-    best, table = choose_weights(outcomes)
-    path = save_weights(best, built.adapter.path, {"stage": "valid", "users": len(outcomes),
-                                                   "users_with_target_in_candidates": sum(o.target_is_candidate for o in outcomes),
-                                                   "metric": "NDCG@3", "seed": seed, "top": table[:10]})
-    return best.to_dict(), len(outcomes), path
+    settings_to_run = {"on": [True], "off": [False], "both": [True, False]}[hints]
+    selections: dict[bool, Selection] = {}
+    details: dict = {"stage": "valid", "backbone": backbone, "num_candidates": num_candidates, "seed": seed,
+                     "users_requested": users, "metric": "NDCG@3"}
+    for use_hints in settings_to_run:
+        config = EvalConfig(stage="valid", num_candidates=num_candidates, use_hints=use_hints, users=users, seed=seed)
+        valid = _outcomes(settings, built, config)
+        sel = select_weights(valid, seed=seed)
+        selections[use_hints] = sel
+        key = "hints_on" if use_hints else "hints_off"
+        details[key] = {**sel.evidence, "served": sel.weights.to_dict(), "llm_helps": sel.llm_helps,
+                        "top": sel.table[:10]}
+        test = None
+        if test_gap:  # after the choice: test users only measure it
+            test = _outcomes(settings, built, EvalConfig(stage="test", num_candidates=num_candidates,
+                                                         use_hints=use_hints, users=users, seed=seed))
+            details[key]["test_gap"] = _grid_test_gap(sel, test, seed)
+        if fusion == "logistic":
+            from training.fusion import learn_fusion
+
+            details[key]["fusion"] = learn_fusion(valid, test, seed=seed).to_dict()
+    if True not in selections:  # --hints off: keep the hints-on choice already made
+        existing = load_weight_set(built.adapter.path)
+        if not existing.chosen:
+            raise PipelineError(f"{built.adapter.path} has no chosen hints-on weights to keep; run with --hints on or both")
+        on = Selection(existing.hints_on, existing.llm_helps.get("hints_on", True),
+                       existing.evidence.get("hints_on", {"note": "kept from an earlier selection"}))
+        selections[True] = on
+    weight_set = weight_set_from(selections)
+    path = save_weights(weight_set, built.adapter.path, details)
+    return {"path": str(path), "weights": weight_set.to_dict(), "describe": weight_set.describe(),
+            "users": {("hints_on" if h else "hints_off"): s.evidence.get("users") for h, s in selections.items()},
+            "details": details}
+
+
+def _grid_test_gap(sel, test, seed: int) -> dict:
+    """The grid's best LLM weights on test users: paired difference and the gap to validation."""
+    from ranker.ensemble import EnsembleWeights
+    from training.report import PAIRED_RESAMPLES, bootstrap_ci
+    from training.weights import paired_diffs
+
+    ev = sel.evidence
+    d = paired_diffs(test, EnsembleWeights(**ev["best_llm_weights"]), ev["metric"])
+    lo, hi = bootstrap_ci(d, n_boot=PAIRED_RESAMPLES, seed=seed)
+    return {"weights": ev["best_llm_weights"], "users": len(d), "diff": float(d.mean()), "ci": [lo, hi],
+            "gap_in_sample": ev["diff"] - float(d.mean()),
+            "gap_cross_validated": ev["cross_validated"]["diff"] - float(d.mean())}
 
 
 # ---- instruction data --------------------------------------------------------------------

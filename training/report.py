@@ -44,6 +44,51 @@ def summarize_rows(ranks_by_row: Mapping[str, Sequence[int | None]], seed: int =
     return rows
 
 
+PAIRED_RESAMPLES = 2000
+
+
+def paired_differences(ranks_by_row: Mapping[str, Sequence[int | None]], baseline: str = "backbone", seed: int = 0,
+                       n_boot: int = PAIRED_RESAMPLES) -> dict[str, dict[str, dict]]:
+    """{row: {metric: {"diff", "ci", "relative", "significant"}}} for every row but ``baseline``.
+
+    ``diff`` is the mean over users of (row - baseline) on the SAME users; its interval
+    resamples those per-user differences (seeded, so every row sees the same resamples).
+    ``relative`` is diff / baseline mean (None when the baseline mean is 0); ``significant``
+    is whether the 95% interval excludes 0.
+    """
+    base = per_user_metrics(ranks_by_row[baseline])
+    out: dict[str, dict[str, dict]] = {}
+    for row, ranks in ranks_by_row.items():
+        if row == baseline:
+            continue
+        stats = {}
+        for name, values in per_user_metrics(ranks).items():
+            d = values - base[name]
+            mean = float(d.mean()) if len(d) else float("nan")
+            lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed)
+            bmean = float(base[name].mean()) if len(d) else 0.0
+            stats[name] = {"diff": mean, "ci": [lo, hi], "relative": mean / bmean if bmean > 0 else None,
+                           "significant": bool(lo > 0 or hi < 0)}
+        out[row] = stats
+    return out
+
+
+def markdown_paired_table(paired: Mapping[str, Mapping[str, dict]], title: str = "", baseline: str = "backbone") -> str:
+    """Rows 'X - backbone', cells 'diff [lo, hi]' and the relative change."""
+    metrics = [f"{m}@{k}" for k in EVAL_KS for m in ("HR", "NDCG")]
+    lines = [f"**{title}**", ""] if title else []
+    lines.append("| paired difference | " + " | ".join(metrics) + " |")
+    lines.append("|---|" + "---|" * len(metrics))
+    for row, stats in paired.items():
+        cells = []
+        for m in metrics:
+            st = stats[m]
+            rel = f" ({st['relative']:+.1%})" if st["relative"] is not None else ""
+            cells.append(f"{st['diff']:+.4f} [{st['ci'][0]:+.4f}, {st['ci'][1]:+.4f}]{rel}")
+        lines.append(f"| {row} - {baseline} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(rows: Mapping[str, Mapping[str, float]], title: str = "") -> str:
     metrics = [f"{m}@{k}" for k in EVAL_KS for m in ("HR", "NDCG")]
     lines = [f"**{title}**", ""] if title else []

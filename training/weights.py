@@ -1,26 +1,43 @@
-"""Choose the hybrid ensemble's weights on validation users (never on test users)."""
+"""Choose the hybrid ensemble's weights on validation users (never on test users).
+
+The objective is paired: the mean over the same users of (hybrid - backbone) NDCG@3, and
+the grid includes "backbone only" (every mode weight 0, no LLM time). The chosen LLM
+weights are served only if their paired 95% bootstrap interval on validation lies above 0;
+otherwise the weights say "backbone only" and ``llm_helps`` is false, with the evidence.
+The interval is computed on the users the weights were chosen on, so it is optimistic (the
+best of many grid points); a k-fold cross-validated estimate of the whole selection
+procedure is recorded beside it as the honest out-of-sample figure.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ranker.ensemble import WEIGHTS_FILE, EnsembleWeights
+from ranker.ensemble import WEIGHTS_FILE, EnsembleWeights, WeightSet
 from training.data_io import write_text_atomic
 from training.evaluate import UserOutcome, row_ranks
-from training.report import per_user_metrics
+from training.report import PAIRED_RESAMPLES, bootstrap_ci, per_user_metrics
 
 MODE_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 BACKBONE_STEPS = (0.0, 0.15, 0.3, 0.5, 1.0, 2.0)
+BACKBONE_ONLY = EnsembleWeights(pointwise=0.0, pairwise=0.0, listwise=0.0, backbone=1.0)
+CV_FOLDS = 5
+
+
+def uses_llm(w: EnsembleWeights) -> bool:
+    return w.pointwise > 0 or w.pairwise > 0 or w.listwise > 0
 
 
 def weight_grid() -> list[EnsembleWeights]:
-    """Mode weights on a simplex grid (at least one mode on) times backbone-prior weights."""
-    grid = []
+    """Backbone only first (it wins ties), then mode weights on a simplex grid (at least one
+    mode on) times backbone-prior weights."""
+    grid = [BACKBONE_ONLY]
     for p, q in itertools.product(MODE_STEPS, repeat=2):
         r = round(1.0 - p - q, 4)
         if r < -1e-9:
@@ -30,25 +47,108 @@ def weight_grid() -> list[EnsembleWeights]:
     return grid
 
 
+def paired_diffs(outcomes: Sequence[UserOutcome], weights: EnsembleWeights, metric: str = "NDCG@3") -> np.ndarray:
+    """Per user: hybrid(weights) - backbone on ``metric``."""
+    ranks = row_ranks(outcomes, weights)
+    return per_user_metrics(ranks["hybrid"])[metric] - per_user_metrics(ranks["backbone"])[metric]
+
+
 def objective(outcomes: Sequence[UserOutcome], weights: EnsembleWeights, metric: str = "NDCG@3") -> float:
-    ranks = row_ranks(outcomes, weights)["hybrid"]
-    return float(per_user_metrics(ranks)[metric].mean())
+    """Mean paired difference hybrid - backbone (the same argmax as the hybrid's mean)."""
+    return float(paired_diffs(outcomes, weights, metric).mean())
+
+
+def _diff_matrix(outcomes: Sequence[UserOutcome], grid: Sequence[EnsembleWeights], metric: str) -> np.ndarray:
+    return np.stack([paired_diffs(outcomes, w, metric) for w in grid]) if outcomes else np.zeros((len(grid), 0))
+
+
+def _argmax_first(means: np.ndarray) -> int:
+    """The first grid point within rounding of the best: ties keep the earlier, simpler point."""
+    return int(np.flatnonzero(np.isclose(means, means.max()))[0])
 
 
 def choose_weights(outcomes: Sequence[UserOutcome], metric: str = "NDCG@3") -> tuple[EnsembleWeights, list[dict]]:
-    """Best weights by ``metric`` on these (validation) outcomes; ties keep the earlier, simpler grid point."""
-    scored = [(objective(outcomes, w, metric), w) for w in weight_grid()]
-    best_value = max(v for v, _ in scored)
-    best = next(w for v, w in scored if np.isclose(v, best_value))
-    table = sorted(({"weights": w.to_dict(), metric: v} for v, w in scored), key=lambda r: -r[metric])
+    """Best grid weights by mean paired difference on these (validation) outcomes, and the table."""
+    grid = weight_grid()
+    means = _diff_matrix(outcomes, grid, metric).mean(axis=1)
+    best = grid[_argmax_first(means)]
+    table = sorted(({"weights": w.to_dict(), f"{metric} diff vs backbone": float(v)} for v, w in zip(means, grid)),
+                   key=lambda r: -r[f"{metric} diff vs backbone"])
     return best, table
 
 
-def save_weights(weights: EnsembleWeights, adapter_dir: Path, details: dict) -> Path:
-    """hybrid_weights.json (read by the ranker) and a selection record beside it."""
+@dataclass
+class Selection:
+    weights: EnsembleWeights  # what to serve: the best LLM weights, or backbone only
+    llm_helps: bool
+    evidence: dict
+    table: list[dict] = field(default_factory=list)
+
+
+def cross_validated_diffs(diffs: np.ndarray, folds: int = CV_FOLDS, seed: int = 0) -> np.ndarray:
+    """Out-of-fold paired differences of the selection procedure: for each fold, pick the
+    grid point on the other folds and score it on this one. ``diffs``: (grid, users)."""
+    n = diffs.shape[1]
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n)
+    for part in np.array_split(order, min(folds, n)):
+        rest = np.setdiff1d(order, part)
+        pick = _argmax_first(diffs[:, rest].mean(axis=1)) if len(rest) else 0
+        out[part] = diffs[pick, part]
+    return out
+
+
+def select_weights(outcomes: Sequence[UserOutcome], metric: str = "NDCG@3", seed: int = 0,
+                   n_boot: int = PAIRED_RESAMPLES) -> Selection:
+    """The served weights and the verdict: LLM weights only when their paired validation
+    interval is above 0 (see the module docstring)."""
+    if not outcomes:
+        raise ValueError("no validation users to choose weights on")
+    grid = weight_grid()
+    diffs = _diff_matrix(outcomes, grid, metric)
+    means = diffs.mean(axis=1)
+    llm_idx = [k for k, w in enumerate(grid) if uses_llm(w)]
+    best_llm = llm_idx[_argmax_first(means[llm_idx])]
+    lo, hi = bootstrap_ci(diffs[best_llm], n_boot=n_boot, seed=seed)
+    helps = bool(means[best_llm] > 0 and lo > 0)
+    cv = cross_validated_diffs(diffs, seed=seed)
+    cv_lo, cv_hi = bootstrap_ci(cv, n_boot=n_boot, seed=seed)
+    backbone = per_user_metrics(row_ranks(outcomes, BACKBONE_ONLY)["backbone"])[metric]
+    evidence = {
+        "stage": "valid", "metric": metric, "users": len(outcomes),
+        "users_with_target_in_candidates": int(sum(o.target_is_candidate for o in outcomes)),
+        "backbone": float(backbone.mean()),
+        "best_llm_weights": grid[best_llm].to_dict(),
+        "best_llm_hybrid": float(backbone.mean() + means[best_llm]),
+        "diff": float(means[best_llm]), "ci": [lo, hi], "resamples": n_boot, "seed": seed,
+        "rule": "LLM weights served only if the paired 95% CI of (hybrid - backbone) on validation is above 0",
+        "cross_validated": {"folds": CV_FOLDS, "diff": float(cv.mean()), "ci": [cv_lo, cv_hi],
+                            "note": "selection repeated on k-1 folds, scored on the held-out fold"},
+    }
+    table = sorted(({"weights": w.to_dict(), "diff": float(v)} for v, w in zip(means, grid)), key=lambda r: -r["diff"])
+    return Selection(grid[best_llm] if helps else BACKBONE_ONLY, helps, evidence, table)
+
+
+def weight_set_from(selections: dict[bool, Selection]) -> WeightSet:
+    """The file's content from per-hint-setting selections (True: hints on)."""
+    on, off = selections.get(True), selections.get(False)
+    if on is None:
+        raise ValueError("hints-on weights are required (the service's default setting)")
+    key = {True: "hints_on", False: "hints_off"}
+    return WeightSet(hints_on=on.weights, hints_off=off.weights if off else None, chosen=True,
+                     llm_helps={key[h]: s.llm_helps for h, s in selections.items()},
+                     evidence={key[h]: s.evidence for h, s in selections.items()})
+
+
+def save_weights(weights: EnsembleWeights | WeightSet, adapter_dir: Path, details: dict) -> Path:
+    """hybrid_weights.json (read by the ranker) and a selection record beside it.
+
+    Plain ``EnsembleWeights`` are written as hints-on weights only (hints-off requests are
+    then refused by the service)."""
     adapter_dir = Path(adapter_dir)
     path = adapter_dir / WEIGHTS_FILE
+    ws = weights if isinstance(weights, WeightSet) else WeightSet(hints_on=weights, chosen=True)
     # atomic: the service reads this file at start-up and must never see half of it
-    write_text_atomic(path, json.dumps(weights.to_dict(), indent=2) + "\n")
+    write_text_atomic(path, json.dumps(ws.to_dict(), indent=2) + "\n")
     write_text_atomic(adapter_dir / "hybrid_weights_selection.json", json.dumps(details, indent=2) + "\n")
     return path

@@ -34,9 +34,15 @@ async def readyz(request: Request) -> JSONResponse:
             "index": {"ok": live.catalog.generator.n_items > 0,
                       "detail": f"exact index over {live.catalog.generator.n_items} items ({res.served.backbone})"},
             "store": await _store_status(live.store, request.app.state.metrics),
+            # whether ranking runs the LLM at all: hybrid weights chosen "backbone only" skip it
+            "llm": {"ok": True, "detail": res.ranker.weight_set.describe()},
         }
+        llm_used = res.ranker.weight_set.llm_used()
     ready = all(c["ok"] for c in components.values())
-    return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
+    body = {"ready": ready, "components": components}
+    if live is not None:
+        body["llm_used"] = llm_used
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def _store_status(store, metrics) -> dict:

@@ -140,3 +140,25 @@ def test_configs_name_the_bad_field():
         make_config("mf", {"bogus": 1})
     with pytest.raises(ValueError, match="unknown backbone 'bert4rec'"):
         make_config("bert4rec")
+
+
+def test_stopping_at_the_cap_while_improving_warns_and_is_recorded(planted, caplog):
+    import logging
+
+    from candidate_gen.train import train_backbone
+
+    cfg = {**TINY["mf"], "epochs": 1, "eval_every": 1}  # one validation round: the best is the last
+    with caplog.at_level(logging.WARNING, logger="candidate_gen.train"):
+        _, metrics = train_backbone(planted, "mf", cfg, progress=False)
+    assert metrics["best_is_last"] and metrics["stopped_by"] == "cap" and metrics["epoch_cap"] == 1
+    assert metrics["warnings"] and "still improving" in metrics["warnings"][0]
+    assert any("still improving" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("model", ["mf", "lightgcn", "sasrec"])
+def test_default_caps_are_generous_and_patience_ends_training(model, trained):
+    from candidate_gen.train import make_config
+
+    assert make_config(model).epochs >= 1000
+    metrics = trained[model][1]  # the tiny runs stop by patience, without a warning
+    assert metrics["stopped_by"] in ("patience", "cap") and (metrics["warnings"] == []) == (not metrics["best_is_last"])

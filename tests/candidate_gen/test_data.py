@@ -39,7 +39,7 @@ def test_real_ml100k_counts(ml100k_dir):
         ("1\t1\tfive\t100\n", r"u\.data:1: rating 'five' is not a number"),
         ("1\t1\t5\t100\n1\t7\t4\t100\n", r"u\.data:2: unknown item id '7'"),
         ("1\t1\t5\n", r"u\.data:1: expected 4 tab-separated fields, got 3"),
-        ("1\t1\t9\t100\n", r"u\.data:1: rating 9\.0 is outside the 1\.\.5 scale"),
+        ("1\t1\t9\t100\n", r"u\.data:1: rating 9 is not on the accepted scale: 0\.5 to 5\.0 in steps of 0\.5"),
         ("\n\n", r"u\.data: file is empty"),
     ],
 )
@@ -73,6 +73,9 @@ def test_generic_format_with_string_ids_and_float_ratings(tmp_path):
     [
         ("user_id,item_id,timestamp\nu,a,1\n", r"interactions\.csv:1: missing column\(s\) rating"),
         ("user_id,item_id,rating,timestamp\nu,a,great,1\n", r"interactions\.csv:2: rating 'great' is not a number"),
+        ("user_id,item_id,rating,timestamp\nu,a,4,1\nu,b,3.7,2\n", r"interactions\.csv:3: rating 3\.7 is not on the accepted scale: 0\.5 to 5\.0"),
+        ("user_id,item_id,rating,timestamp\nu,a,0,1\n", r"interactions\.csv:2: rating 0 is not on the accepted scale"),
+        ("user_id,item_id,rating,timestamp\nu,a,5.5,1\n", r"interactions\.csv:2: rating 5\.5 is not on the accepted scale"),
         ("user_id,item_id,rating,timestamp\nu,a,4,1\nu,zzz,4,2\n", r"interactions\.csv:3: unknown item id 'zzz'"),
         ("", r"interactions\.csv: file is empty"),
         ("user_id,item_id,rating,timestamp\n", r"interactions\.csv: file has a header but no rows"),
@@ -88,3 +91,18 @@ def test_generic_bad_files(tmp_path, interactions, message):
 def test_generic_items_missing_title_column(tmp_path):
     with pytest.raises(DataError, match=r"items\.csv:1: missing column\(s\) title"):
         load_generic(write_generic(tmp_path, "user_id,item_id,rating,timestamp\nu,a,4,1\n", items="item_id,name\na,A\n"))
+
+
+def test_generic_half_star_scale_is_loaded_and_split_by_the_like_rule(tmp_path):
+    """A generated MovieLens-style half-star dataset: 0.5..5.0 load; likes are >= 4, dislikes <= 2."""
+    from candidate_gen.split import leave_one_out
+
+    stars = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0]
+    items = "item_id,title\n" + "".join(f"m{k},Movie {k} (2001)\n" for k in range(len(stars)))
+    lines = ["user_id,item_id,rating,timestamp"]
+    for u in range(3):
+        lines += [f"user{u},m{k},{s},{1_600_000_000 + 100 * u + k}" for k, s in enumerate(stars)]
+    ds = load_generic(write_generic(tmp_path / "half", "\n".join(lines) + "\n", items=items))
+    assert sorted(set(ds.ratings.tolist())) == stars
+    counts = leave_one_out(ds).counts()
+    assert counts["likes"] == 3 * 3 and counts["dislikes"] == 3 * 4  # 4.0/4.5/5.0 liked; 0.5..2.0 disliked

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ranker.engines.base import Engine, EngineError, LabelError, ScoreBatch, ScoringPrompt
-from ranker.ensemble import EnsembleWeights
+from ranker.ensemble import EnsembleWeights, WeightSet
 from ranker.ranker import STAGES, Ranker, RankerConfig, RankRequest
 from ranker.types import MODES, Candidate, HistoryEntry, UserProfile
 
@@ -184,6 +184,42 @@ def test_hints_switch():
 def test_weights_override_backbone_only():
     res = Ranker(KeywordEngine()).rank(request(k=4, weights=EnsembleWeights(0, 0, 0, 1)))
     assert [i.item_id for i in res.items] == ["m1", "m2", "m3", "g"]
+
+
+def test_zero_weight_modes_cost_no_llm_time():
+    engine = KeywordEngine()
+    served = WeightSet(hints_on=EnsembleWeights(pointwise=1, pairwise=0, listwise=0, backbone=0.3), chosen=True)
+    res = Ranker(engine, weights=served).rank(request())
+    assert res.modes == ("pointwise",) and engine.calls == [(4, engine.calls[0][1])]  # 4 pointwise prompts only
+    # backbone only: no engine call at all, the backbone's order, not degraded
+    engine = KeywordEngine()
+    backbone_only = WeightSet(hints_on=EnsembleWeights(0, 0, 0, 1), chosen=True)
+    res = Ranker(engine, weights=backbone_only).rank(request(k=4))
+    assert engine.calls == [] and res.modes == () and not res.degraded and res.llm_calls == 0
+    assert [i.item_id for i in res.items] == ["m1", "m2", "m3", "g"]
+    # the request's own weights bring a mode back; score_all_modes scores every listed mode
+    engine = KeywordEngine()
+    res = Ranker(engine, weights=backbone_only).rank(request(weights=EnsembleWeights(0, 1, 0, 0)))
+    assert res.modes == ("pairwise",) and res.items[0].item_id == "g"
+    engine = KeywordEngine()
+    res = Ranker(engine, weights=backbone_only).rank(request(score_all_modes=True))
+    assert res.modes == MODES and [n for n, _ in engine.calls] == [4 + 10 + 3]
+
+
+def test_hints_off_uses_its_own_weights_or_is_refused():
+    on_only = WeightSet(hints_on=EnsembleWeights(1, 0, 0, 0), chosen=True)  # the old flat file
+    res = Ranker(KeywordEngine(), weights=on_only).rank(request(use_hints=False))
+    assert res.degraded and "chosen with hints on" in res.degraded_reason
+    # the request's own weights are allowed with hints off
+    assert not Ranker(KeywordEngine(), weights=on_only).rank(request(use_hints=False, weights=EnsembleWeights())).degraded
+    both = WeightSet(hints_on=EnsembleWeights(1, 0, 0, 0), hints_off=EnsembleWeights(0, 0, 1, 0), chosen=True)
+    engine = KeywordEngine()
+    res = Ranker(engine, weights=both).rank(request(use_hints=False))
+    assert res.modes == ("listwise",) and not res.degraded
+    engine = KeywordEngine()
+    assert Ranker(engine, weights=both).rank(request()).modes == ("pointwise",)
+    # defaults (no file) serve both settings, as before
+    assert Ranker(KeywordEngine()).rank(request(use_hints=False)).modes == MODES
 
 
 def test_budget_and_shuffles_from_config():

@@ -48,7 +48,10 @@ def test_adapter_is_resolved_once_with_name_revision_and_weights(tmp_path: Path)
     assert adapter is not None and adapter.path == DEFAULT_ADAPTER
     assert adapter.name == DEFAULT_ADAPTER.name and adapter.revision == adapter_revision(DEFAULT_ADAPTER)
     stored = json.loads((DEFAULT_ADAPTER / "hybrid_weights.json").read_text())
-    assert adapter.weights == EnsembleWeights(**stored)
+    # either format: flat (chosen with hints on) or one object per hint setting
+    assert adapter.weights == EnsembleWeights(**stored.get("hints_on", stored))
+    if "hints_off" in stored:
+        assert adapter.weight_set.for_hints(False) == EnsembleWeights(**stored["hints_off"])
 
     assert resolve_adapter(Settings(_env_file=None), "none") is None
     assert resolve_adapter(Settings(_env_file=None, adapter="none")) is None

@@ -24,3 +24,18 @@ def test_card_from_a_tune_folder(tmp_path):
     assert "12 optimizer steps of 20 planned (stopped by max_minutes), 96 examples seen" in card
     assert "--max-lora-rank 8" in card and "q_proj, v_proj" in card
     assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_card_says_whether_the_llm_is_used(tmp_path):
+    from ranker.ensemble import EnsembleWeights
+    from training.weights import BACKBONE_ONLY, Selection, save_weights, weight_set_from
+
+    test_card_from_a_tune_folder(tmp_path)
+    ev = {"metric": "NDCG@3", "users": 300, "best_llm_weights": EnsembleWeights().to_dict(), "diff": 0.002,
+          "ci": [-0.004, 0.008], "cross_validated": {"diff": -0.001, "ci": [-0.006, 0.004]}, "rule": "r"}
+    ws = weight_set_from({True: Selection(BACKBONE_ONLY, False, ev)})
+    save_weights(ws, tmp_path, {})
+    card = write_card(tmp_path, None, "cmd").read_text()
+    assert "hints_on: backbone only, no LLM (validation: LLM does not beat the backbone)" in card
+    assert "+0.0020 [95% CI -0.0040, +0.0080]" in card and "backbone only (no LLM)" in card
+    assert "refuses `use_hints: false`" in card
