@@ -29,6 +29,7 @@ import torch
 
 from bench.bench_ranker import build_requests
 from candidate_gen.data import load_movielens_100k
+from candidate_gen.split import leave_one_out
 import numpy as np
 
 from ranker.chat import to_scoring_prompt
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
 
     ds = load_movielens_100k(args.data)
     users = [str(u) for u in range(1, 944)]
-    requests = [r for r, _ in build_requests(ds, users[: 2 * max(args.batch_sizes)], args.candidates)]
+    requests = build_requests(leave_one_out(ds), users[: 2 * max(args.batch_sizes)], args.candidates)
     if len(requests) < max(args.batch_sizes):
         raise SystemExit(f"only {len(requests)} users with a test like among the first {2 * max(args.batch_sizes)}")
     engine = HFEngine(prepare_model(args.model, args.model_cache), adapter_path=args.adapter, device=args.device,

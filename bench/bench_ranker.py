@@ -1,20 +1,30 @@
-"""LLM ranking cost per request: our label-probability ranker vs reference-style generation.
+"""LLM ranking cost per request at the SERVICE's settings, and what it is made of.
 
-For one ML-100K user (history = the user's ratings before the test like; candidates = the
-test item plus the 9 most popular unseen items, popularity = number of training likes,
-used as the backbone score), all three modes, same model, same machine:
+The ranker is built exactly as the service builds it: ``stack.settings.Settings`` (the
+RECRANKER_* environment, the service's defaults) and ``stack.build`` (adapter, engine with
+its dtype and prefix cache, ranker config). For N distinct ML-100K users (history = the
+user's events before the test like; candidates = the test item plus the most popular
+unseen items, popularity = training likes, used as the backbone score; as many candidates
+as RECRANKER_NUM_CANDIDATES), one request at a time, all three modes:
 
-(a) our ranker: one forward pass per prompt, label probabilities, shared-prefix KV reuse;
-(b) the same without prefix reuse (every prompt run in full);
-(c) reference-style inference as the authors' code does it: 21 free greedy generations
-    (10 pointwise, 10 pairwise = 5 disjoint pairs in both orders, 1 listwise) of up to
-    300 new tokens each, with ~50-title history prompts, text parsed afterwards.
+1. per request: p50/p95 latency, forward tokens and forward passes;
+2. achieved FLOP/s of the LLM stage = 2 x parameters x forward tokens / LLM seconds, next
+   to a large (2048^3) bf16 and fp32 matmul's FLOP/s measured in the same run;
+3. the same users again with other candidates (prefix cache on: hit rate and latency;
+   then the same requests with the cache off);
+4. the old configuration vs the new, both measured here on the same users: old = float32,
+   no prefix cache, history 400 tokens, pairwise 10 (what this script measured before
+   issue 14). The old prompt LAYOUT no longer exists in code, so this is a configuration
+   comparison on the new layout; the old layout's recorded cost is printed beside it;
+5. reference-style inference (21 free greedy generations, text parsed) on the first user,
+   and its latency over ours for the same user.
 
-Prints latency, LLM forward tokens and calls per request and the ratio (c)/(a); writes
-bench/out/ranker.json. (c) is slow on a CPU (minutes): it runs once.
+Writes bench/out/ranker.json. Set RECRANKER_DATA_DIR (and RECRANKER_HOME for the model
+cache) as for the service; pin RECRANKER_DTYPE etc. to measure another configuration.
 
-    python -m bench.bench_ranker --data /work/shared/data/ml-100k
-    python -m bench.bench_ranker --data ... --skip-reference --repeats 3   # (a) and (b) only
+    python -m bench.bench_ranker --users 20                     # everything (the reference takes minutes)
+    python -m bench.bench_ranker --users 20 --skip-reference --threads 2
+    python -m bench.bench_ranker --users 2 --skip-old --ref-max-new-tokens 8   # smoke
 """
 
 from __future__ import annotations
@@ -32,31 +42,32 @@ from pathlib import Path
 
 import torch
 
-from candidate_gen.data import Dataset, load_movielens_100k
-from candidate_gen.split import leave_one_out
+from candidate_gen.split import Split
 from ranker.engines.hf import HFEngine
-from ranker.model import BUNDLED_MODEL, prepare_model
-from stack.profiles import candidates_from_items, profile_from_events
-from ranker.ranker import Ranker, RankerConfig, RankRequest
+from ranker.engines.prefix_cache import PrefixCache
+from ranker.ranker import Ranker, RankRequest
 from ranker.text import sanitize_title
-from ranker.types import Candidate, RankResult, UserProfile
+from ranker.types import Candidate, UserProfile
+from stack.build import build_ranker, load_split, resolve_adapter
+from stack.profiles import candidates_from_items, profile_from_events
+from stack.settings import Settings
 
 log = logging.getLogger("bench.bench_ranker")
 
 REF_HISTORY = 50
 REF_SYSTEM = "You are a movie recommender system."
+# what bench_ranker measured before issue 14 (and docs/results.md's issue 3 table)
+OLD_CONFIG = {"dtype": "float32", "prefix_cache_mb": 0, "history_token_budget": 400, "pairwise_budget": 10}
+# the old prompt layout's cost, recorded before the token diet (it is no longer in code):
+# issue 14, the README's /v1/rank request at the service's settings (history 200, pairwise 5), fp32
+OLD_LAYOUT_RECORDED = {"forward_tokens": 2827, "passes": 6, "source": "issue 14, README /v1/rank request, "
+                       "service settings (history 200, pairwise 5), fp32, measured on main before the token diet"}
 
 
-def build_request(ds: Dataset, user_id: str, n_candidates: int) -> tuple[RankRequest, str]:
-    found = build_requests(ds, [user_id], n_candidates)
-    if not found:
-        raise SystemExit(f"user {user_id} has no test like")
-    return found[0]
-
-
-def build_requests(ds: Dataset, user_ids: list[str], n_candidates: int) -> list[tuple[RankRequest, str]]:
-    """(request, test item id) for each user with a test like; users without one are skipped."""
-    split = leave_one_out(ds)
+def build_requests(split: Split, user_ids: list[str], n_candidates: int, offset: int = 0) -> list[RankRequest]:
+    """One request per user with a test like: the test item + the most popular unseen items,
+    skipping the first ``offset`` of those (offset > 0: the same user with other candidates)."""
+    ds = split.dataset
     _, train_items = split.train_interactions()
     popularity = Counter(train_items.tolist())
     by_popularity = [i for i, _ in popularity.most_common()]
@@ -67,38 +78,71 @@ def build_requests(ds: Dataset, user_ids: list[str], n_candidates: int) -> list[
         if test_item is None:
             continue
         seen = us.seen("test") | {test_item}
-        items = [test_item] + [i for i in by_popularity if i not in seen][: n_candidates - 1]
+        items = [test_item] + [i for i in by_popularity if i not in seen][offset: offset + n_candidates - 1]
         cands = candidates_from_items(ds, items, [float(popularity.get(i, 0)) for i in items])
-        user = profile_from_events(ds, user_id, us.context("test"))
-        out.append((RankRequest(user, cands, k=5), ds.item_ids[test_item]))
+        out.append(RankRequest(profile_from_events(ds, user_id, us.context("test")), cands))
     return out
 
 
-def summarize(res: RankResult, seconds: list[float]) -> dict:
+def quantile(values: list[float], q: float) -> float:
+    v = sorted(values)
+    pos = q * (len(v) - 1)
+    lo, hi = int(pos), min(int(pos) + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def parameters(engine: HFEngine) -> tuple[int, int]:
+    """(all parameters, parameters outside the token embedding): a token's forward costs
+    about 2 FLOPs per weight it multiplies; the embedding is a lookup, not a matmul."""
+    net = engine._net
+    total = sum(p.numel() for p in net.parameters())
+    emb = net.get_input_embeddings().weight.numel()
+    return total, total - emb
+
+
+def run_users(ranker: Ranker, requests: list[RankRequest]) -> dict:
+    """Each request alone, in order; per-request figures and their summary."""
+    rows = []
+    for req in requests:
+        t = time.perf_counter()
+        res = ranker.rank(req)
+        seconds = time.perf_counter() - t
+        if res.degraded:
+            raise SystemExit(f"ranker degraded for user {req.user.user_id}: {res.degraded_reason}")
+        rows.append({"user": req.user.user_id, "latency_s": seconds, "llm_s": res.timings["llm"],
+                     "forward_tokens": res.forward_tokens, "passes": res.llm_calls,
+                     "top5": [i.item_id for i in res.items]})
+    lat = [r["latency_s"] for r in rows]
     return {
-        "latency_s": statistics.median(seconds),
-        "latency_runs_s": seconds,
-        "llm_calls": res.llm_calls,
-        "forward_tokens": res.forward_tokens,
-        "timings_s": res.timings,
-        "label_mass": res.label_mass,
-        "degraded": res.degraded,
-        "top5": [i.item_id for i in res.items],
+        "users": len(rows),
+        "p50_s": quantile(lat, 0.5), "p95_s": quantile(lat, 0.95), "mean_s": statistics.fmean(lat),
+        "forward_tokens_per_request": statistics.fmean(r["forward_tokens"] for r in rows),
+        "passes_per_request": statistics.fmean(r["passes"] for r in rows),
+        "llm_s_total": sum(r["llm_s"] for r in rows), "forward_tokens_total": sum(r["forward_tokens"] for r in rows),
+        "per_request": rows,
     }
 
 
-def run_ranker(engine: HFEngine, request: RankRequest, repeats: int, reuse: bool) -> dict:
-    engine.reuse_prefix = reuse
-    # the configuration docs/results.md reports (the defaults were 10 / 400 before issue 11)
-    ranker = Ranker(engine, RankerConfig(pairwise_budget=10, history_token_budget=400))
-    seconds, res = [], None
+def matmul_flops(dtype: torch.dtype, n: int, repeats: int = 5) -> float:
+    """FLOP/s of an n x n by n x n matmul (2 n^3 FLOPs), median of ``repeats`` after a warm-up."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        res = ranker.rank(request)
-        seconds.append(time.perf_counter() - t)
-        if res.degraded:
-            raise SystemExit(f"ranker degraded: {res.degraded_reason}")
-    return summarize(res, seconds)
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 # ---- reference-style: free generation and text parsing ----------------------------------------
@@ -181,62 +225,122 @@ def run_reference(engine: HFEngine, request: RankRequest, max_new_tokens: int) -
 
 
 def line(name: str, r: dict) -> None:
-    print(f"{name:<20}: {r['latency_s']:7.2f} s  {r['forward_tokens']:6d} forward tokens  {r['llm_calls']:5d} calls",
+    print(f"{name:<34} p50 {r['p50_s']:6.2f} s  p95 {r['p95_s']:6.2f} s  "
+          f"{r['forward_tokens_per_request']:7.0f} forward tokens  {r['passes_per_request']:4.1f} passes per request",
           flush=True)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="unpacked ml-100k folder")
-    ap.add_argument("--model-cache", type=Path, default=Path("artifacts/models"), help="converted model cache folder")
-    ap.add_argument("--user", default="1", help="ML-100K user id")
-    ap.add_argument("--candidates", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs of (a) and (b), after one warm-up")
+    ap.add_argument("--users", type=int, default=20, help="distinct ML-100K users (ids 1, 2, ... with a test like)")
+    ap.add_argument("--skip-repeat", action="store_true", help="skip the repeated-users (prefix cache) pass")
+    ap.add_argument("--skip-old", action="store_true", help="skip the old configuration")
+    ap.add_argument("--skip-reference", action="store_true", help="skip reference-style generation (minutes)")
     ap.add_argument("--ref-max-new-tokens", type=int, default=300)
-    ap.add_argument("--skip-reference", action="store_true")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); "
-                    "1 is steadier on a machine shared with other jobs")
+    ap.add_argument("--matmul-n", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("bench/out/ranker.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.users < 1:
+        ap.error("--users must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    ds = load_movielens_100k(args.data)
-    request, test_item = build_request(ds, args.user, args.candidates)
-    engine = HFEngine(prepare_model(BUNDLED_MODEL, args.model_cache), device="cpu")
+    settings = Settings()
+    split = load_split(settings)
+    ids = [u for u in split.dataset.user_ids if split.users[split.dataset.user_index[u]].held_out("test") is not None]
+    if len(ids) < args.users + 1:
+        raise SystemExit(f"only {len(ids)} users with a test like")
+    users, warm_user = ids[: args.users], ids[-1]
+    n = settings.num_candidates
+    adapter = resolve_adapter(settings)
+    ranker = build_ranker(settings, adapter)
+    engine = ranker.engine
+    if not isinstance(engine, HFEngine):
+        raise SystemExit("bench_ranker measures the in-process engine: set RECRANKER_ENGINE=hf")
+    config = {"dtype": str(engine.dtype).removeprefix("torch."), "prefix_cache_mb": settings.prefix_cache_mb,
+              "history_token_budget": ranker.config.history_token_budget,
+              "pairwise_budget": ranker.config.pairwise_budget, "listwise_shuffles": ranker.config.listwise_shuffles,
+              "num_candidates": n, "adapter": engine.adapter_name, "model": engine.model_name}
+    print("service settings: " + ", ".join(f"{k}={v}" for k, v in config.items()), flush=True)
     load = os.getloadavg()
-    Ranker(engine).rank(request)  # warm-up: first-call allocations, tokenizer caches
-    ours = run_ranker(engine, request, args.repeats, reuse=True)
-    no_reuse = run_ranker(engine, request, args.repeats, reuse=False)
-    engine.reuse_prefix = True
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "loadavg_at_start": load, "device": str(engine.device), "dtype": str(engine.dtype)}
-    report = {
-        "machine": machine,
-        "model": engine.model_name,
-        "user": args.user, "history_events": len(request.user.history), "test_item": test_item,
-        "candidates": [c.item_id for c in request.candidates],
-        "ours": ours, "ours_no_prefix_reuse": no_reuse,
-    }
-    line("(a) ours", ours)
-    line("(b) no prefix reuse", no_reuse)
+    ranker.rank(build_requests(split, [warm_user], n)[0])  # warm-up: first-call allocations
+    requests = build_requests(split, users, n)
+    new = run_users(ranker, requests)
+    line("new (service settings)", new)
+
+    params, body_params = parameters(engine)
+    achieved = 2 * params * new["forward_tokens_total"] / new["llm_s_total"]
+    achieved_body = 2 * body_params * new["forward_tokens_total"] / new["llm_s_total"]
+    peak = {"bf16": matmul_flops(torch.bfloat16, args.matmul_n), "fp32": matmul_flops(torch.float32, args.matmul_n)}
+    flops = {"parameters": params, "parameters_without_embedding": body_params,
+             "achieved_flops": achieved, "achieved_flops_without_embedding": achieved_body,
+             "matmul_n": args.matmul_n, "matmul_bf16_flops": peak["bf16"], "matmul_fp32_flops": peak["fp32"],
+             "achieved_over_bf16_matmul": achieved / peak["bf16"], "achieved_over_fp32_matmul": achieved / peak["fp32"]}
+    print(f"achieved {achieved / 1e9:.1f} GFLOP/s (2 x {params / 1e6:.0f}M parameters x forward tokens / LLM s; "
+          f"{achieved_body / 1e9:.1f} without the embedding) vs {args.matmul_n}^3 matmul: "
+          f"bf16 {peak['bf16'] / 1e9:.1f}, fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s -> "
+          f"{100 * achieved / peak['bf16']:.0f}% of bf16, {100 * achieved / peak['fp32']:.0f}% of fp32", flush=True)
+    report = {"machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                          "torch_threads": torch.get_num_threads(), "loadavg_at_start": load},
+              "config": config, "new": new, "flops": flops}
+
+    if not args.skip_repeat:
+        again = build_requests(split, users, n, offset=n)  # the same users, other candidates
+        before = (engine.prefix_cache.stats.hits, engine.prefix_cache.stats.misses)
+        cached = run_users(ranker, again)
+        hits = engine.prefix_cache.stats.hits - before[0]
+        lookups = hits + engine.prefix_cache.stats.misses - before[1]
+        cache, engine.prefix_cache = engine.prefix_cache, PrefixCache(0)
+        try:
+            uncached = run_users(ranker, again)
+        finally:
+            engine.prefix_cache = cache
+        rate = hits / lookups if lookups else 0.0
+        report["repeat"] = {"prefix_cache_mb": settings.prefix_cache_mb, "hit_rate": rate,
+                            "cache_on": cached, "cache_off": uncached}
+        line(f"repeat users, cache on (hits {100 * rate:.0f}%)", cached)
+        line("repeat users, cache off", uncached)
+
+    if not args.skip_old:
+        old_settings = settings.model_copy(update=OLD_CONFIG)
+        old_ranker = build_ranker(old_settings, adapter)
+        old_ranker.rank(build_requests(split, [warm_user], n)[0])
+        old = run_users(old_ranker, requests)
+        line("old configuration", old)
+        ratio = {"p50": old["p50_s"] / new["p50_s"], "p95": old["p95_s"] / new["p95_s"],
+                 "forward_tokens": old["forward_tokens_per_request"] / new["forward_tokens_per_request"]}
+        layout_ratio = OLD_LAYOUT_RECORDED["forward_tokens"] / new["forward_tokens_per_request"]
+        report["old"] = {"config": OLD_CONFIG, **old, "ratio_old_over_new": ratio,
+                         "old_layout_recorded": OLD_LAYOUT_RECORDED,
+                         "old_layout_tokens_over_new": layout_ratio,
+                         "note": "configuration comparison on the NEW prompt layout; the old layout is no longer "
+                                 "in code, its recorded token count is given for reference"}
+        print(f"old / new configuration: p50 {ratio['p50']:.2f}x, p95 {ratio['p95']:.2f}x, "
+              f"forward tokens {ratio['forward_tokens']:.2f}x  (old = {OLD_CONFIG}, on the new prompt layout)")
+        print(f"old prompt layout (not in code any more; recorded: {OLD_LAYOUT_RECORDED['forward_tokens']:,} "
+              f"forward tokens in {OLD_LAYOUT_RECORDED['passes']} passes per request at service settings) / new: "
+              f"{layout_ratio:.2f}x forward tokens", flush=True)
+        del old_ranker
+
     if not args.skip_reference:
-        ref = run_reference(engine, request, args.ref_max_new_tokens)
-        report["reference_style"] = ref
-        report["ratio_reference_over_ours"] = {
-            "latency": ref["latency_s"] / ours["latency_s"],
-            "forward_tokens": ref["forward_tokens"] / ours["forward_tokens"],
-        }
-        line("(c) reference-style", ref)
-        print(f"    {ref['generations']} generations, {ref['new_tokens']} new tokens, "
-              f"{ref['parse_failures']} parse failures")
-        r = report["ratio_reference_over_ours"]
-        print(f"(c)/(a): latency {r['latency']:.1f}x, forward tokens {r['forward_tokens']:.1f}x")
-    print(f"(b)/(a): latency {no_reuse['latency_s'] / ours['latency_s']:.2f}x, "
-          f"forward tokens {no_reuse['forward_tokens'] / ours['forward_tokens']:.2f}x")
+        first = requests[0]
+        ours_s = new["per_request"][0]["latency_s"]
+        ref = run_reference(engine, first, args.ref_max_new_tokens)
+        ref_ratio = {"latency": ref["latency_s"] / ours_s,
+                     "forward_tokens": ref["forward_tokens"] / new["per_request"][0]["forward_tokens"]}
+        report["reference_style"] = {"user": first.user.user_id, **ref}
+        report["ratio_reference_over_ours"] = ref_ratio
+        print(f"reference-style (user {first.user.user_id}): {ref['latency_s']:.2f} s, {ref['forward_tokens']} forward "
+              f"tokens, {ref['llm_calls']} passes, {ref['parse_failures']} of {ref['generations']} answers unparsed; "
+              f"ours for that user {ours_s:.2f} s -> reference / ours: latency {ref_ratio['latency']:.1f}x, "
+              f"forward tokens {ref_ratio['forward_tokens']:.1f}x")
+    report["machine"]["loadavg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"machine: {report['machine']['cpu']}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+          f"load {load[0]:.1f} at start")
     print(f"wrote {args.out}")
 
 

@@ -3,7 +3,9 @@
 
 ``rank_many`` makes ONE ``engine.score`` call for every prompt of every mode of all its
 requests: a service micro-batch of N users costs one engine call, and each user's history
-prefix is computed once for all three modes.
+prefix is computed once for all three modes. ``is_cancelled`` lets a caller withdraw
+requests while that call runs: engines that can (``accepts_keep``) skip their remaining
+passes, and a withdrawn request gets the fallback, marked degraded.
 
 A mode whose hybrid weight is 0 costs nothing: it is neither planned nor scored, unless the
 request asks for every mode's scores (``score_all_modes``, offline evaluation). With all
@@ -14,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ranker.chat import to_scoring_prompt
-from ranker.engines.base import Engine
+from ranker.engines.base import Engine, accepts_keep
 from ranker.ensemble import EnsembleWeights, HintWeightsMissing, WeightSet, hybrid_scores, order_by, zscore
 from ranker.modes.base import ModePlan
 from ranker.modes.registry import ALL_LABELS, LABEL_COLUMNS, LABEL_SETS, MODE_REGISTRY
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 __all__ = ["LABEL_SETS", "RankRequest", "Ranker", "RankerConfig"]  # LABEL_SETS is the registry's, re-exported
 
 STAGES = ("prompt", "llm", "ensemble")
+CANCELLED = "cancelled: the caller stopped waiting before scoring finished"
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class _Work:
     """One request on its way through rank_many."""
 
     request: RankRequest
+    index: int  # position in rank_many's requests (what is_cancelled is asked about)
     plans: dict[Mode, ModePlan] = field(default_factory=dict)
     scores: dict[Mode, ModeScores] = field(default_factory=dict)
     failure: str | None = None
@@ -108,6 +112,7 @@ class Ranker:
         # plain weights (not chosen per hint setting) serve both settings, as before
         self.weight_set = weights if isinstance(weights, WeightSet) else WeightSet(hints_on=weights)
         self._prompt_config = config.prompt_config
+        self._engine_stops_early = accepts_keep(engine)
         engine.label_token_ids(ALL_LABELS)  # a tokenizer that splits a label fails here, at start-up
 
     # ---- public -------------------------------------------------------------------------
@@ -135,15 +140,23 @@ class Ranker:
     def rank(self, request: RankRequest) -> RankResult:
         return self.rank_many([request])[0]
 
-    def rank_many(self, requests: Sequence[RankRequest]) -> list[RankResult]:
-        """Rank several requests with one engine call per mode across all of them."""
-        works = [_Work(r) for r in requests]
+    def rank_many(self, requests: Sequence[RankRequest],
+                  is_cancelled: Callable[[int], bool] | None = None) -> list[RankResult]:
+        """Rank several requests with one engine call for all of them.
+
+        ``is_cancelled(i)``: True once nobody waits for ``requests[i]`` any more (asked from
+        this thread, between the engine's passes); its remaining work is skipped and its
+        result is the fallback (degraded, reason CANCELLED)."""
+        works = [_Work(r, i) for i, r in enumerate(requests)]
         timings = dict.fromkeys(STAGES, 0.0)
         t = time.perf_counter()
         for w in works:
-            self._plan(w)
+            if is_cancelled is not None and is_cancelled(w.index):
+                w.failure = CANCELLED
+            else:
+                self._plan(w)
         timings["prompt"] += time.perf_counter() - t
-        self._score_all([w for w in works if w.failure is None], timings)
+        self._score_all([w for w in works if w.failure is None], timings, is_cancelled)
         t = time.perf_counter()
         results = [self._finish(w) for w in works]
         timings["ensemble"] += time.perf_counter() - t
@@ -193,7 +206,24 @@ class Ranker:
             log.exception("building prompts failed for user %s", w.request.user.user_id)
             w.failure = f"prompt building failed: {type(e).__name__}: {e}"
 
-    def _score_all(self, works: list[_Work], timings: dict[str, float]) -> None:
+    def estimate_tokens(self, request: RankRequest) -> int:
+        """Forward tokens ``rank`` would run for this request with no prefix-cache hit: its
+        shared prefix once plus every prompt's suffix (chat markup included). Costs a
+        tokenisation of the prompts (about a millisecond), no forward pass."""
+        count = self.engine.count_tokens
+        prefixes: set[str] = set()
+        tokens = 0
+        for plan in self.plans(request).values():
+            for p in plan.prompts:
+                sp = to_scoring_prompt(self.engine, p)
+                if sp.prefix not in prefixes:
+                    prefixes.add(sp.prefix)
+                    tokens += count(sp.prefix)
+                tokens += count(sp.suffix)
+        return tokens
+
+    def _score_all(self, works: list[_Work], timings: dict[str, float],
+                   is_cancelled: Callable[[int], bool] | None = None) -> None:
         """ONE engine call for the prompts of every mode of every request, then per-request
         scores. All of a request's prompts share one prefix (the user's history), so the
         engine runs that prefix once for all three modes; the label sets of the modes are
@@ -208,11 +238,15 @@ class Ranker:
         finally:
             timings["prompt"] += time.perf_counter() - t
         counts = [len(plan.prompts) for _, _, plan in jobs]
+        options = {}
+        if is_cancelled is not None and self._engine_stops_early:
+            owner = [w.index for (w, _, _), n in zip(jobs, counts) for _ in range(n)]
+            options["keep"] = lambda i: not is_cancelled(owner[i])
         rows, tokens, calls = np.zeros((0, len(ALL_LABELS))), [0] * len(jobs), [0] * len(jobs)
         if prompts:
             t = time.perf_counter()
             try:
-                batch = self.engine.score(prompts, ALL_LABELS)
+                batch = self.engine.score(prompts, ALL_LABELS, **options)
                 rows = np.asarray(batch.logprobs)
                 if rows.shape != (len(prompts), len(ALL_LABELS)):
                     raise ValueError(f"engine returned log-probabilities of shape {rows.shape}, "
@@ -229,6 +263,9 @@ class Ranker:
             block = rows[start:start + n, LABEL_COLUMNS[mode]]
             start += n
             if w.failure is not None:
+                continue
+            if is_cancelled is not None and np.isnan(block).any() and is_cancelled(w.index):
+                w.failure = CANCELLED  # the engine skipped its remaining passes
                 continue
             try:
                 scores = MODE_REGISTRY[mode].collect(plan, block)

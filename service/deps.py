@@ -52,8 +52,9 @@ def get_app_state(request: Request) -> AppState:
     return live
 
 
-def get_ranking(state: Annotated[AppState, Depends(get_app_state)]) -> RankingService:
-    return state.ranking
+def get_ranking(state: Annotated[AppState, Depends(get_app_state)], request: Request) -> RankingService:
+    # bound to this request's connection: a client that leaves cancels its engine work
+    return state.ranking.for_client(request.is_disconnected)
 
 
 def get_catalog(state: Annotated[AppState, Depends(get_app_state)]) -> Catalog:

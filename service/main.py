@@ -69,7 +69,8 @@ def create_app(settings: Settings, *, resources: Resources | None = None,
         batcher = MicroBatcher(res.ranker.rank_many, enabled=settings.microbatch,
                                max_wait_s=settings.microbatch_max_wait_ms / 1000,
                                max_requests=settings.microbatch_max_requests,
-                               queue_max=settings.queue_max, metrics=metrics)
+                               queue_max=settings.queue_max, metrics=metrics,
+                               admit_within_s=settings.request_timeout_s if settings.admission else None)
         ranking = RankingService(catalog=catalog, store=store, cache=ResponseCache(store, settings.cache_ttl_s, metrics),
                                  batcher=batcher, ranker=res.ranker, served=res.served, metrics=metrics,
                                  request_timeout_s=settings.request_timeout_s)

@@ -49,6 +49,18 @@ class ServiceMetrics:
             ["reason"], registry=r)
         self.rejected = Counter("recranker_rejected_requests", "Requests refused for load.", ["reason"], registry=r)
         self.ranked = Counter("recranker_ranked_requests", "Rank requests answered, by source.", ["source"], registry=r)
+        # issue 14: overload (admission by estimated tokens) and abandoned work
+        self.abandoned = Counter(
+            "recranker_abandoned_requests", "Rank requests whose caller stopped waiting (timeout or disconnect), "
+            "by where the engine dropped them: queued (never run) or running (before its next pass).",
+            ["stage"], registry=r)
+        self.disconnects = Counter("recranker_client_disconnects", "Rank requests whose client went away "
+                                   "before the answer.", registry=r)
+        self.engine_busy = Gauge("recranker_engine_busy", "1 while an engine batch runs, else 0.", registry=r)
+        self.queued_tokens = Gauge("recranker_queued_tokens", "Estimated forward tokens of the rank requests "
+                                   "waiting for the engine.", registry=r)
+        self.engine_tokens_per_s = Gauge("recranker_engine_tokens_per_second", "Measured engine throughput in "
+                                         "estimated forward tokens per second (admission divides by it).", registry=r)
         self.queue_depth = Gauge("recranker_queue_depth", "Rank requests waiting for the engine.", registry=r)
         self.inflight = Gauge("recranker_engine_inflight_requests", "Rank requests inside the engine now.", registry=r)
         self.batch_size = Histogram(

@@ -4,17 +4,21 @@
 Nothing here fails because of the user store or the cache: a store error becomes a
 warning on the response and a metric; an engine failure or a missed deadline becomes a
 degraded result in backbone order. Only the client's own mistakes (unknown user/item,
-limits) and a full queue are errors.
+limits) and a full queue (or more queued work than the timeout allows) are errors.
+
+A request that times out or whose client disconnects cancels its engine job: it leaves the
+queue, or the running batch skips its remaining passes (service.microbatch).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +35,7 @@ from service.store import EMPTY_VERSION, StoreError, UserState, UserStore
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the cached response shape changes
+DISCONNECT_POLL_S = 0.25  # how often a waiting request checks that its client is still there
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,16 @@ class RankingService:
         # must not share cache entries through one Redis
         self._ranker_fingerprint = cache_key({"config": dataclasses.asdict(ranker.config),
                                               "weights": ranker.weight_set.to_dict()})
+        self._disconnected: Callable[[], Awaitable[bool]] | None = None
+
+    def for_client(self, disconnected: Callable[[], Awaitable[bool]]) -> RankingService:
+        """This service for one HTTP request: while it waits for the engine it polls
+        ``disconnected()`` (Starlette's ``request.is_disconnected``) and, once the client is
+        gone, cancels the engine work nobody will receive. A shallow copy: everything else
+        is shared."""
+        view = copy.copy(self)
+        view._disconnected = disconnected
+        return view
 
     async def rank(self, job: RankJob) -> dict[str, Any]:
         return (await self.rank_many([job]))[0]
@@ -189,19 +204,55 @@ class RankingService:
 
     async def _run(self, requests: list[RankRequest]) -> tuple[list[RankResult], float, str | None]:
         """(results, queue seconds, degraded kind): engine results, or backbone-order fallbacks
-        past the deadline. The ranker turns engine failures into degraded results itself."""
-        future = self.batcher.submit(requests)  # QueueFull propagates: 503
+        past the deadline or after the client left. The ranker turns engine failures into
+        degraded results itself."""
+        cost = await asyncio.to_thread(self._estimate, requests) if self.batcher.admit_within_s is not None else 0
+        future = self.batcher.submit(requests, cost)  # QueueFull / Overloaded propagate: 503
         try:
-            outcome: BatchOutcome = await asyncio.wait_for(asyncio.shield(future), self.request_timeout_s)
+            ended = await self._wait(future)
+        except asyncio.CancelledError:  # this handler was cancelled (shutdown): so is its work
+            future.cancel()
+            raise
+        if ended == "done":
+            try:
+                outcome: BatchOutcome = future.result()
+            except Exception as e:  # noqa: BLE001 - logged; the client still gets the backbone's order
+                log.exception("ranking batch failed")
+                reason = f"ranker error: {type(e).__name__}: {e}"
+                return [self.ranker.fallback(r, reason) for r in requests], 0.0, "error"
             return outcome.results, outcome.queue_s, None
-        except asyncio.TimeoutError:
-            future.cancel()  # dropped unrun if still queued; if running, its result is discarded
+        future.cancel()  # leaves the queue; a running batch skips its remaining passes
+        if ended == "timeout":
             reason = f"timeout: no LLM ranking within {self.request_timeout_s:g}s"
             return [self.ranker.fallback(r, reason) for r in requests], self.request_timeout_s, "timeout"
-        except Exception as e:  # noqa: BLE001 - logged; the client still gets the backbone's order
-            log.exception("ranking batch failed")
-            reason = f"ranker error: {type(e).__name__}: {e}"
-            return [self.ranker.fallback(r, reason) for r in requests], 0.0, "error"
+        self.metrics.disconnects.inc()
+        return [self.ranker.fallback(r, "client disconnected") for r in requests], 0.0, "disconnect"
+
+    async def _wait(self, future: asyncio.Future) -> str:
+        """'done', 'timeout' or 'disconnect', whichever comes first (the future is left as is)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout_s
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return "timeout"
+            step = left if self._disconnected is None else min(left, DISCONNECT_POLL_S)
+            done, _ = await asyncio.wait({future}, timeout=step)
+            if done:
+                return "done"
+            if self._disconnected is not None and await self._disconnected():
+                return "disconnect"
+
+    def _estimate(self, requests: list[RankRequest]) -> int:
+        """Forward tokens of the job, for admission; 0 for a request whose prompts cannot be
+        built (the ranker degrades it without running the engine)."""
+        total = 0
+        for r in requests:
+            try:
+                total += self.ranker.estimate_tokens(r)
+            except Exception:  # noqa: BLE001 - the ranker reports it when it runs the job
+                pass
+        return total
 
     def _finite(self, request: RankRequest, res: RankResult) -> tuple[RankResult, bool]:
         """(result, replaced): a result with a non-finite number anywhere is replaced by the

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     microbatch_max_wait_ms: float = Field(10.0, ge=0)
     microbatch_max_requests: int = Field(8, ge=1)
     queue_max: int = Field(64, ge=1)
+    admission: bool = Field(True, description="Refuse (503 + Retry-After) a rank request when the engine work "
+                            "queued ahead of it, in estimated forward tokens over the measured tokens/s, would "
+                            "not let it finish within RECRANKER_REQUEST_TIMEOUT_S.")
 
     @field_validator("adapter")
     @classmethod

@@ -4,11 +4,16 @@ logprob_token_ids) implement the same thing."""
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+
+# keep(i) -> False once nobody waits for prompt i any more (its caller timed out or went away)
+Keep = Callable[[int], bool]
 
 
 class EngineError(RuntimeError):
@@ -42,7 +47,12 @@ class Engine(ABC):
 
     @abstractmethod
     def score(self, prompts: Sequence[ScoringPrompt], labels: Sequence[str]) -> ScoreBatch:
-        """Next-token log-probabilities of ``labels`` after each prompt (one forward each)."""
+        """Next-token log-probabilities of ``labels`` after each prompt (one forward each).
+
+        Engines that can stop early also take ``keep: Keep | None = None``: between their
+        forward passes (or server requests) they skip the prompts whose ``keep(i)`` is False,
+        whose rows then come back NaN and whose tokens are not counted. An engine without
+        it computes everything (``accepts_keep`` tells which)."""
 
     @abstractmethod
     def chat_template(self, system: str, user: str) -> str:
@@ -51,3 +61,11 @@ class Engine(ABC):
     def count_tokens(self, text: str) -> int:
         """Token count used for history budgets (engines override with their tokenizer)."""
         return max(1, len(text) // 4)
+
+
+def accepts_keep(engine: Engine) -> bool:
+    """Whether ``engine.score`` takes the optional ``keep`` argument (see Engine.score)."""
+    try:
+        return "keep" in inspect.signature(engine.score).parameters
+    except (TypeError, ValueError):
+        return False

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch
 
 from ranker.adapter import Adapter, load_adapter
 from ranker.engines import tokens
-from ranker.engines.base import Engine, EngineError, ScoreBatch, ScoringPrompt
+from ranker.engines.base import Engine, EngineError, Keep, ScoreBatch, ScoringPrompt
 from ranker.engines.prefix_cache import PrefixCache, prefix_key
 from ranker.model import ModelError, model_info
 
@@ -100,12 +100,16 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
     # ---- scoring ------------------------------------------------------------------------
 
     def score(
-        self, prompts: Sequence[ScoringPrompt], labels: Sequence[str], reuse_prefix: bool | None = None
+        self, prompts: Sequence[ScoringPrompt], labels: Sequence[str], reuse_prefix: bool | None = None,
+        keep: Keep | None = None,
     ) -> ScoreBatch:
+        """``keep`` (optional): checked before every forward pass; a prefix whose prompts are
+        all unwanted is not run, nor is a packed row whose suffixes all are. Their rows come
+        back NaN and their tokens are not counted. A pass already running finishes."""
         wanted = self.label_token_ids(labels)
         reuse = self.reuse_prefix if reuse_prefix is None else reuse_prefix
-        out = np.zeros((len(prompts), len(wanted)), dtype=np.float32)
-        if not prompts:
+        out = np.full((len(prompts), len(wanted)), np.nan, dtype=np.float32)  # NaN until scored
+        if not prompts or (keep is not None and not any(keep(i) for i in range(len(prompts)))):
             return ScoreBatch(logprobs=out, forward_tokens=0, calls=0)
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(prompts):
@@ -119,55 +123,69 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             try:
                 if not reuse:
                     seqs = [prefix_ids[p.prefix] + s for p, s in zip(prompts, suffix_ids)]
-                    out[:], n_tokens, calls = self._score_full(seqs, ids_t)
+                    out[:], n_tokens, calls = self._score_full(seqs, ids_t, keep)
                     return ScoreBatch(logprobs=out, forward_tokens=n_tokens, calls=calls)
                 shared = [(prefix, idxs) for prefix, idxs in groups.items() if prefix_ids[prefix]]
+                keep_in_group = None if keep is None else (lambda g, i: keep(shared[g][1][i]))
                 rows, n_tokens, calls = self._score_groups(
                     [prefix_ids[prefix] for prefix, _ in shared],
-                    [[suffix_ids[i] for i in idxs] for _, idxs in shared], ids_t)
+                    [[suffix_ids[i] for i in idxs] for _, idxs in shared], ids_t, keep_in_group)
                 for (_, idxs), group_rows in zip(shared, rows):
                     out[idxs] = group_rows
                 alone = [i for prefix, idxs in groups.items() if not prefix_ids[prefix] for i in idxs]
                 if alone:  # nothing to share
-                    out[alone], n_tok, n_calls = self._score_full([suffix_ids[i] for i in alone], ids_t)
+                    out[alone], n_tok, n_calls = self._score_full(
+                        [suffix_ids[i] for i in alone], ids_t, None if keep is None else (lambda j: keep(alone[j])))
                     n_tokens, calls = n_tokens + n_tok, calls + n_calls
             except Exception as e:  # torch/transformers failures (OOM, shape bugs) surface as EngineError
                 raise EngineError(f"{self.model_name} failed to score {len(prompts)} prompts: {e}") from e
         return ScoreBatch(logprobs=out, forward_tokens=n_tokens, calls=calls)
 
-    def _score_groups(self, prefixes: list[list[int]], suffix_groups: list[list[list[int]]], label_ids: torch.Tensor):
+    def _score_groups(self, prefixes: list[list[int]], suffix_groups: list[list[list[int]]], label_ids: torch.Tensor,
+                      keep: Callable[[int, int], bool] | None = None):
         """Each group's suffixes scored on its own cached prefix, many groups per forward pass.
 
         Prefixes of several groups (several users, in a service micro-batch) run as one
         right-padded batch; then rows, each one group's pack of suffixes, run as one batch on
         top of their own group's K/V. Few large passes instead of two per group is what lets
         a GPU serve several users for the price of one; on a CPU it costs about the same.
+        ``keep(group, i)``: whether suffix i of a group is still wanted, asked before each
+        pass; unwanted work is skipped (its rows stay NaN, its tokens are not counted).
         """
-        results = [np.zeros((len(s), len(label_ids)), dtype=np.float32) for s in suffix_groups]
-        calls = 0
+        def wanted(g: int, idxs) -> bool:
+            return keep is None or any(keep(g, i) for i in idxs)
+
+        results = [np.full((len(s), len(label_ids)), np.nan, dtype=np.float32) for s in suffix_groups]
+        calls = tokens = 0
         for chunk in self._budget_chunks([len(p) for p in prefixes], extra=0):
-            kv, lengths = self._prefill([prefixes[g] for g in chunk])
-            calls += 1
+            chunk = [g for g in chunk if wanted(g, range(len(suffix_groups[g])))]
+            if not chunk:
+                continue
+            kv, lengths, computed = self._prefill([prefixes[g] for g in chunk])
+            calls += computed > 0  # all prefixes from the cache: no pass ran
+            tokens += computed
             rows = [(slot, pack) for slot, g in enumerate(chunk)
                     for pack in self._packs([len(s) for s in suffix_groups[chunk[slot]]])]
             width = max(lengths)
             row_lens = [sum(len(suffix_groups[chunk[slot]][i]) for i in pack) for slot, pack in rows]
             for row_chunk in self._budget_chunks(row_lens, extra=width):
-                batch = [rows[r] for r in row_chunk]
+                batch = [rows[r] for r in row_chunk if wanted(chunk[rows[r][0]], rows[r][1])]
+                if not batch:
+                    continue
                 packed = [[suffix_groups[chunk[slot]][i] for i in pack] for slot, pack in batch]
                 logprobs = self._score_rows(kv, [slot for slot, _ in batch], [lengths[slot] for slot, _ in batch],
                                             width, packed, label_ids)
                 for (slot, pack), lp in zip(batch, logprobs):
                     results[chunk[slot]][pack] = lp
                 calls += 1
-        tokens = sum(map(len, prefixes)) + sum(len(s) for group in suffix_groups for s in group)
+                tokens += sum(len(s) for row in packed for s in row)
         return results, tokens, calls
 
     def _prefill(self, prefixes: list[list[int]]):
         """K/V of right-padded prefixes: per layer (keys, values), each (B, H, width, D).
         Padding sits after each prefix, so real positions are 0..n-1 and later masks hide it.
         Prefixes found in the prefix cache are not run again; the others run as one batch,
-        and each is cached on its own, unpadded."""
+        and each is cached on its own, unpadded. Returns (K/V, lengths, tokens computed)."""
         keys = [prefix_key(self.model_name, self.adapter_revision, p) for p in prefixes]
         found = [self.prefix_cache.get(k) for k in keys]
         missing = [i for i, kv in enumerate(found) if kv is None]
@@ -181,7 +199,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         width = max(len(p) for p in prefixes)
         kv = [(torch.cat([_pad_kv(f[layer][0], width) for f in found]),
                torch.cat([_pad_kv(f[layer][1], width) for f in found])) for layer in range(len(found[0]))]
-        return kv, [len(p) for p in prefixes]
+        return kv, [len(p) for p in prefixes], sum(len(prefixes[i]) for i in missing)
 
     def _run_prefixes(self, prefixes: list[list[int]]):
         from transformers import DynamicCache
@@ -268,17 +286,22 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             cur.append(i)
         return chunks + [cur] if cur else chunks
 
-    def _score_full(self, seqs: list[list[int]], label_ids: torch.Tensor):
-        rows = np.zeros((len(seqs), len(label_ids)), dtype=np.float32)
-        calls = 0
+    def _score_full(self, seqs: list[list[int]], label_ids: torch.Tensor, keep: Keep | None = None):
+        rows = np.full((len(seqs), len(label_ids)), np.nan, dtype=np.float32)
+        calls = tokens = 0
         for chunk in self._budget_chunks([len(s) for s in seqs], extra=0):
+            if keep is not None:
+                chunk = [i for i in chunk if keep(i)]
+                if not chunk:
+                    continue
             batch = [seqs[i] for i in chunk]
             ids, mask, pos = self._pad(batch, left=True)
             hidden = self._decoder(input_ids=ids, attention_mask=mask, position_ids=pos,
                                    use_cache=False).last_hidden_state  # (B, T, d)
             rows[chunk] = _gather(self.vocab_logits(hidden[:, -1]), label_ids)
             calls += 1
-        return rows, sum(len(s) for s in seqs), calls
+            tokens += sum(map(len, batch))
+        return rows, tokens, calls
 
     def _pad(self, seqs: list[list[int]], left: bool):
         """(ids, attention mask, position ids), rows padded to the longest. Left padding puts

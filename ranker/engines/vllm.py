@@ -26,7 +26,7 @@ import numpy as np
 
 from ranker.adapter import Adapter
 from ranker.engines import tokens
-from ranker.engines.base import Engine, EngineError, ScoreBatch, ScoringPrompt
+from ranker.engines.base import Engine, EngineError, Keep, ScoreBatch, ScoringPrompt
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ class VLLMEngine(tokens.LocalTokenizerMixin, Engine):
         self._client = httpx.Client(timeout=timeout, headers=headers)  # thread-safe, pooled
         self._init_text(tokenizer)
 
-    def score(self, prompts: Sequence[ScoringPrompt], labels: Sequence[str]) -> ScoreBatch:
+    def score(self, prompts: Sequence[ScoringPrompt], labels: Sequence[str], keep: Keep | None = None) -> ScoreBatch:
+        """``keep``: a request not sent yet whose prompts are all unwanted is not sent (NaN rows);
+        one already sent is not cancelled on the server."""
         wanted = self.label_token_ids(labels)
         if len(wanted) > MAX_LABEL_IDS:
             raise ValueError(f"at most {MAX_LABEL_IDS} labels per call for vLLM, got {len(wanted)}")
@@ -77,6 +79,9 @@ class VLLMEngine(tokens.LocalTokenizerMixin, Engine):
         n_tokens = calls = 0
         for start in range(0, len(prompts), self.max_prompts_per_request):
             chunk = prompts[start:start + self.max_prompts_per_request]
+            if keep is not None and not any(keep(i) for i in range(start, start + len(chunk))):
+                out[start:start + len(chunk)] = np.nan
+                continue
             ids = [a + b for a, b in map(self.encode, chunk)]
             body = self._post({"model": self.served_model, "prompt": ids, "max_tokens": 1, "temperature": 0,
                                "logprobs": TOP_K, "logprob_token_ids": wanted,

@@ -67,6 +67,9 @@ def test_cached_prefix_gives_the_same_scores_and_new_events_miss(model_dir: Path
     warm = cached.score(prompts, ALL_LABELS)
     assert cached.prefix_cache.stats.hits == 1
     np.testing.assert_allclose(warm.logprobs, cold.logprobs, atol=1e-5)
+    # a hit computes only the suffixes: the prefix's tokens are not counted again
+    prefix_tokens = len(cached.encode(prompts[0])[0])
+    assert warm.forward_tokens == cold.forward_tokens - prefix_tokens and warm.calls == cold.calls - 1
     # a request with other candidates reuses the same history prefix
     other = RankRequest(USER, [Candidate("d", "Heat (1995)", 0.3), *CANDS[:2]], k=2)
     ranker.rank(other)

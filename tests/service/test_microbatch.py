@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from service.microbatch import MicroBatcher, QueueFull
+from service.microbatch import MicroBatcher, Overloaded, QueueFull
 from service.metrics import ServiceMetrics
 
 
@@ -124,3 +124,128 @@ def test_a_failing_batch_fails_its_callers_only():
 
     asyncio.run(run())
     assert calls == [[1], [2]]
+
+
+# ---- abandoned work stops; admission by estimated work (issue 14) ----------------------------
+
+
+class Passes:
+    """A fake engine that works in passes of ``pass_s`` and, like the ranker, asks
+    ``is_cancelled`` before each pass and leaves cancelled requests out of it."""
+
+    def __init__(self, passes: int = 20, pass_s: float = 0.05) -> None:
+        self.n, self.pass_s = passes, pass_s
+        self.log: list[list[int]] = []  # requests in each pass
+        self.finished = threading.Event()
+
+    def __call__(self, reqs: list[int], is_cancelled) -> list[int]:
+        for _ in range(self.n):
+            live = [r for i, r in enumerate(reqs) if not is_cancelled(i)]
+            if not live:
+                break
+            self.log.append(live)
+            time.sleep(self.pass_s)
+        self.finished.set()
+        return [r * 10 for r in reqs]
+
+
+def test_a_running_batch_drops_a_cancelled_job_before_its_next_pass():
+    engine = Passes()
+    m = ServiceMetrics()
+
+    async def run():
+        b = _batcher(engine, max_wait_s=0.05, metrics=m)
+        b.start()
+        gone, kept = b.submit([1]), b.submit([2])
+        await asyncio.sleep(0.2)  # a few passes in
+        gone.cancel()
+        cancelled_at = len(engine.log)
+        out = await kept
+        await b.stop()
+        return cancelled_at, out
+
+    cancelled_at, out = asyncio.run(run())
+    assert out.results == [20] and out.batch_size == 2
+    assert all(p == [1, 2] for p in engine.log[:cancelled_at - 1])
+    assert all(p == [2] for p in engine.log[cancelled_at + 1:])  # at most the pass in flight still had it
+    assert m.abandoned.labels("running")._value.get() == 1
+
+
+def test_the_worker_goes_idle_within_a_pass_once_every_caller_gave_up():
+    engine = Passes(passes=100, pass_s=0.05)  # 5 s of work if nobody stopped it
+    m = ServiceMetrics()
+
+    async def run():
+        b = _batcher(engine, metrics=m)
+        b.start()
+        futures = [b.submit([1]), b.submit([2])]
+        await asyncio.sleep(0.2)
+        assert m.engine_busy._value.get() == 1
+        t = time.perf_counter()
+        for f in futures:
+            f.cancel()
+        while m.engine_busy._value.get() == 1:
+            await asyncio.sleep(0.01)
+        idle_after = time.perf_counter() - t
+        await b.stop()
+        return idle_after
+
+    idle_after = asyncio.run(run())
+    assert idle_after < 0.5 and len(engine.log) < 20  # not the 5 s the batch would have taken
+
+
+def test_a_cancelled_queued_job_leaves_the_queue_at_once():
+    m = ServiceMetrics()
+
+    async def run():
+        b = _batcher(Recorder(delay_s=0.3), enabled=False, metrics=m)
+        b.start()
+        running = b.submit([1], cost=10)
+        await asyncio.sleep(0.05)
+        middle, last = b.submit([2], cost=20), b.submit([3], cost=30)
+        assert b.depth == 2 and m.queued_tokens._value.get() == 50
+        middle.cancel()
+        await asyncio.sleep(0)  # the done-callback runs on the loop
+        depth, queued = b.depth, m.queued_tokens._value.get()
+        await running
+        await last
+        await b.stop()
+        return depth, queued
+
+    depth, queued = asyncio.run(run())
+    assert (depth, queued) == (1, 30)
+    assert m.abandoned.labels("queued")._value.get() == 1
+
+
+class Costly:
+    """A fake engine running at 1000 cost units per second: request r costs r units."""
+
+    def __call__(self, reqs: list[int]) -> list[int]:
+        time.sleep(sum(reqs) / 1000)
+        return reqs
+
+
+def test_admission_refuses_work_that_could_not_finish_within_the_limit():
+    m = ServiceMetrics()
+
+    async def run():
+        b = _batcher(Costly(), enabled=False, metrics=m, admit_within_s=0.5)
+        b.start()
+        assert b.eta_s(100) is None  # nothing measured yet: admitted on the queue bound alone
+        await b.submit([100], cost=100)
+        assert b.cost_per_s == pytest.approx(1000, rel=0.5)
+        big = b.submit([1500], cost=1500)  # alone it would overrun too, but nothing is ahead: admitted
+        await asyncio.sleep(0.05)
+        with pytest.raises(QueueFull) as refused:  # behind ~1.4 s of work: its answer would come too late
+            b.submit([100], cost=100)
+        assert b.depth == 0
+        await big
+        after = b.submit([100], cost=100)  # the work ahead drained: admitted again
+        await after
+        await b.stop()
+        return refused.value
+
+    refused = asyncio.run(run())
+    assert isinstance(refused, Overloaded) and refused.retry_after_s >= 1
+    assert "overloaded" in str(refused) and "0.5s timeout" in str(refused)
+    assert m.rejected.labels("overloaded")._value.get() == 1
