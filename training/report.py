@@ -73,34 +73,33 @@ def paired_differences(ranks_by_row: Mapping[str, Sequence[int | None]], baselin
     return out
 
 
+METRIC_COLUMNS = [f"{m}@{k}" for k in EVAL_KS for m in ("HR", "NDCG")]
+
+
+def _markdown(title: str, first: str, rows: list[tuple[str, list[str]]]) -> str:
+    lines = [f"**{title}**", ""] if title else []
+    lines.append(f"| {first} | " + " | ".join(METRIC_COLUMNS) + " |")
+    lines.append("|---|" + "---|" * len(METRIC_COLUMNS))
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    return "\n".join(lines) + "\n"
+
+
 def markdown_paired_table(paired: Mapping[str, Mapping[str, dict]], title: str = "", baseline: str = "backbone") -> str:
     """Rows 'X - backbone', cells 'diff [lo, hi]' and the relative change."""
-    metrics = [f"{m}@{k}" for k in EVAL_KS for m in ("HR", "NDCG")]
-    lines = [f"**{title}**", ""] if title else []
-    lines.append("| paired difference | " + " | ".join(metrics) + " |")
-    lines.append("|---|" + "---|" * len(metrics))
-    for row, stats in paired.items():
-        cells = []
-        for m in metrics:
-            st = stats[m]
-            rel = f" ({st['relative']:+.1%})" if st["relative"] is not None else ""
-            cells.append(f"{st['diff']:+.4f} [{st['ci'][0]:+.4f}, {st['ci'][1]:+.4f}]{rel}")
-        lines.append(f"| {row} - {baseline} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    def cell(st: dict) -> str:
+        rel = f" ({st['relative']:+.1%})" if st["relative"] is not None else ""
+        return f"{st['diff']:+.4f} [{st['ci'][0]:+.4f}, {st['ci'][1]:+.4f}]{rel}"
+
+    return _markdown(title, "paired difference",
+                     [(f"{row} - {baseline}", [cell(stats[m]) for m in METRIC_COLUMNS]) for row, stats in paired.items()])
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, float]], title: str = "") -> str:
-    metrics = [f"{m}@{k}" for k in EVAL_KS for m in ("HR", "NDCG")]
-    lines = [f"**{title}**", ""] if title else []
-    lines.append("| row | " + " | ".join(metrics) + " |")
-    lines.append("|---|" + "---|" * len(metrics))
-    for row, stats in rows.items():
-        cells = []
-        for m in metrics:
-            lo, hi = stats.get(f"{m}_ci", (float("nan"), float("nan")))
-            cells.append(f"{stats[m]:.4f} [{lo:.4f}, {hi:.4f}]")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    def cell(stats: Mapping[str, float], m: str) -> str:
+        lo, hi = stats.get(f"{m}_ci", (float("nan"), float("nan")))
+        return f"{stats[m]:.4f} [{lo:.4f}, {hi:.4f}]"
+
+    return _markdown(title, "row", [(row, [cell(stats, m) for m in METRIC_COLUMNS]) for row, stats in rows.items()])
 
 
 def bar_chart(rows: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
