@@ -103,8 +103,13 @@ class Users:
         return str(1 + n % (N_USERS - len(WARMUP_USERS)))
 
 
+# Explicit weights (the ranker's defaults): all three modes run even where the shipped
+# weights serve the backbone alone, so the LLM stage is what is measured.
+ALL_MODE_WEIGHTS = {"pointwise": 1 / 3, "pairwise": 1 / 3, "listwise": 1 / 3, "backbone": 0.3}
+
+
 def payload(user: str, args) -> dict:
-    body = {"user_id": user}
+    body = {"user_id": user, "weights": ALL_MODE_WEIGHTS}
     if args.num_candidates is not None:
         body["num_candidates"] = args.num_candidates
     return body

@@ -44,6 +44,7 @@ import torch
 
 from candidate_gen.split import Split
 from ranker.engines.hf import HFEngine
+from ranker.ensemble import EnsembleWeights
 from ranker.engines.prefix_cache import PrefixCache
 from ranker.ranker import Ranker, RankRequest
 from ranker.text import sanitize_title
@@ -80,7 +81,9 @@ def build_requests(split: Split, user_ids: list[str], n_candidates: int, offset:
         seen = us.seen("test") | {test_item}
         items = [test_item] + [i for i in by_popularity if i not in seen][offset: offset + n_candidates - 1]
         cands = candidates_from_items(ds, items, [float(popularity.get(i, 0)) for i in items])
-        out.append(RankRequest(profile_from_events(ds, user_id, us.context("test")), cands))
+        # explicit weights: every mode is scored even where the shipped weights serve the
+        # backbone alone (no LLM) — this benchmark measures the LLM stage at all three modes
+        out.append(RankRequest(profile_from_events(ds, user_id, us.context("test")), cands, weights=EnsembleWeights()))
     return out
 
 
