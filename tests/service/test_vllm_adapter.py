@@ -47,7 +47,9 @@ def test_vllm_engine_gets_the_adapter_by_name(fake_vllm: FakeVLLM, model_dir: Pa
 
     fake_vllm.requests.clear()
     with TestClient(create_app(settings, resources=resources, key_prefix=redis_prefix + "vllm:")) as client:
-        body = {"user_id": "1", "k": 2, "num_candidates": 3}
+        # explicit weights: the shipped ones may serve the backbone alone (no LLM call at all)
+        body = {"user_id": "1", "k": 2, "num_candidates": 3,
+                "weights": {"pointwise": 0.3, "pairwise": 0.3, "listwise": 0.3, "backbone": 0.3}}
         first = client.post("/v1/rank", json=body)
         assert first.status_code == 200, first.text
         out = first.json()
