@@ -19,10 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ranker.text import sanitize_title
-from ranker.types import Candidate, HistoryEntry, Prompt, UserProfile
+from ranker.types import Candidate, Prompt, UserProfile
 
-LIKE_MIN = 4.0  # >= 4 is a like, <= 2 a dislike, 3 is neither (docs/method.md, data)
-DISLIKE_MAX = 2.0
 POINTWISE_LABELS: tuple[str, ...] = ("1", "2", "3", "4", "5")  # MovieLens is 1..5
 PAIRWISE_LABELS: tuple[str, ...] = ("Yes", "No")  # Yes = the first candidate is preferred
 MAX_LISTWISE = 20
@@ -114,10 +112,6 @@ def history_lines(user: UserProfile, config: PromptConfig, count_tokens: TokenCo
             break
         lines.append(line)
     return lines
-
-
-def is_like(entry: HistoryEntry) -> bool:
-    return entry.rating is None or entry.rating >= LIKE_MIN
 
 
 def system_text(config: PromptConfig = DEFAULT_CONFIG) -> str:

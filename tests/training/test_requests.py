@@ -5,7 +5,6 @@ computes exactly what the engine serves."""
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
