@@ -146,7 +146,8 @@ def cmd_tune(args, settings: Settings) -> None:
                      base_model=settings.base_model, max_steps=args.max_steps, max_minutes=args.max_minutes,
                      epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
                      learning_rate=args.lr, lora_r=args.lora_r, seed=args.seed, resume=args.resume,
-                     num_threads=args.threads, limit_examples=args.limit_examples, device=settings.device)
+                     num_threads=args.threads, limit_examples=args.limit_examples, device=settings.device,
+                     init_adapter=Path(args.init_adapter) if args.init_adapter else None)
     path = tune(cfg)
     print(f"adapter written to {path}")
 
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch CPU threads")
     sp.add_argument("--limit-examples", type=int, help="train on the first N examples (smoke runs)")
     sp.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    sp.add_argument("--init-adapter", help="start from this adapter's LoRA weights (continued training, fresh optimizer)")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_tune)
 

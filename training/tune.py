@@ -77,11 +77,14 @@ class TuneConfig:
     dtype: str | None = None  # base weights: None = bf16 on CUDA, fp32 on CPU
     group_by_length: bool = True  # batch similar lengths together (less padding)
     limit_examples: int | None = None  # train on the first N examples only (smoke runs)
+    init_adapter: Path | None = None  # start from this adapter's LoRA weights (same r and targets), not from zero
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes copied into train_config.json
 
     def __post_init__(self) -> None:
         self.dataset_dir, self.output_dir, self.model_cache_dir = map(Path, (self.dataset_dir, self.output_dir, self.model_cache_dir))
+        if self.init_adapter is not None:
+            self.init_adapter = Path(self.init_adapter)
         self.tasks, self.target_modules = tuple(self.tasks), tuple(self.target_modules)
         positive = ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "checkpoint_every", "keep_checkpoints")
         for name in positive:
@@ -303,7 +306,30 @@ def build_model(engine, cfg: TuneConfig):
                       target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
     torch.manual_seed(cfg.seed)  # LoRA A matrices are initialised randomly
     model = get_peft_model(engine.model, lora)
+    if cfg.init_adapter is not None:
+        load_initial_adapter(model, cfg)
     return model, lora
+
+
+def load_initial_adapter(model, cfg: TuneConfig) -> None:
+    """Continue an earlier adapter with a fresh optimizer: its LoRA weights replace the
+    random start. Its rank and target modules must be this run's (else shapes differ)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = cfg.init_adapter
+    config_path, weights_path = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise ValueError(f"--init-adapter {folder}: expected adapter_config.json and adapter_model.safetensors there")
+    earlier = read_json(config_path)
+    if earlier.get("r") != cfg.lora_r or sorted(earlier.get("target_modules") or []) != sorted(cfg.target_modules):
+        raise ValueError(f"--init-adapter {folder}: r={earlier.get('r')} targets={sorted(earlier.get('target_modules') or [])}"
+                         f" differ from this run's r={cfg.lora_r} targets={sorted(cfg.target_modules)}")
+    result = set_peft_model_state_dict(model, load_file(str(weights_path)))
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"--init-adapter {folder}: weights not in this model: {unexpected[:3]}")
+    log.info("LoRA weights initialised from %s", folder)
 
 
 def save_adapter(model, out_dir: Path, base_name: str) -> None:

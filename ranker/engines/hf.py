@@ -6,7 +6,10 @@ its suffixes PACKED into one row on top of that KV cache: a block-causal mask le
 suffix token see the prefix and its own suffix only, position ids restart after the
 prefix for every suffix, and only each suffix's last-token hidden state is projected onto
 the vocabulary. Measured on CPU this beat a padded batch over a copied (expanded) cache by
-~1.5x: no copy of the prefix K/V per suffix, no padding inside a row.
+~1.5x: no copy of the prefix K/V per suffix, no padding inside a row. Packs are small
+(256 tokens, filled first-fit decreasing): attention inside a pack is computed for every
+token pair and mostly masked away, so one 1,400-token pack spent as long on attention as
+on all the matmuls; 256-token packs were 1.6-1.8x faster per request (bench/bench_packing.py).
 
 Distinct prefixes (several users, as in a service micro-batch) go through together: all
 prefixes as one right-padded batch, then all packed rows as one batch, each row over its
@@ -52,6 +55,9 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         square, so very large packs stop paying off).
     prefix_cache_bytes: bound of the LRU that keeps computed prefixes (a user's history
         K/V) across calls; 0 disables it.
+    merge_adapter: fold the LoRA update into the base weights at load (W + BA), so a
+        forward pass runs the base model's matmuls only; False keeps the LoRA layers
+        separate (extra small matmuls, casts and adds in every projection).
     """
 
     def __init__(
@@ -62,9 +68,10 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         dtype: torch.dtype | str | None = None,
         max_batch_tokens: int = 16384,
         reuse_prefix: bool = True,
-        pack_tokens: int = 1024,
+        pack_tokens: int = 256,
         adapter: Adapter | None = None,
         prefix_cache_bytes: int = 0,
+        merge_adapter: bool = True,
     ) -> None:
         if max_batch_tokens < 1 or pack_tokens < 1:
             raise ValueError(f"max_batch_tokens and pack_tokens must be >= 1, got {max_batch_tokens}, {pack_tokens}")
@@ -82,11 +89,15 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         self.adapter = adapter
         self.adapter_name: str | None = None
         self.adapter_revision: str | None = None
+        self.adapter_merged = False
         if adapter is not None:
             model = self._attach_adapter(model, adapter)
-        self.model = model.eval()  # PeftModel when an adapter is loaded
+            if merge_adapter:
+                model = model.merge_and_unload()
+                self.adapter_merged = True
+        self.model = model.eval()  # PeftModel when an adapter is loaded and kept apart
         # LoRA layers are injected into the base module, so calling it directly runs them too
-        self._net = model.get_base_model() if adapter is not None else model
+        self._net = model.get_base_model() if adapter is not None and not merge_adapter else model
         params = inspect.signature(self._net.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
         self._decoder = self._net.get_decoder()  # the transformer body: hidden states, no vocabulary
@@ -261,15 +272,22 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         return torch.tanh(logits / cap) * cap if cap else logits
 
     def _packs(self, lengths: list[int]) -> list[list[int]]:
-        """Consecutive indices whose suffixes fit in one pack of ``pack_tokens``."""
-        packs: list[list[int]] = [[]]
-        used = 0
-        for i, n in enumerate(lengths):
-            if packs[-1] and used + n > self.pack_tokens:
-                packs.append([])
-                used = 0
-            packs[-1].append(i)
-            used += n
+        """Suffix indices grouped into packs of at most ``pack_tokens`` tokens (one suffix
+        longer than that gets a pack of its own), first-fit decreasing: packs come out
+        nearly equally full, so rows batched together carry little padding. A pack's
+        attention runs over all its tokens (the block mask hides most of it), so small packs
+        spend less on attention that is thrown away; see bench/bench_packing.py."""
+        packs: list[list[int]] = []
+        room: list[int] = []
+        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            for p, free in enumerate(room):
+                if lengths[i] <= free:
+                    packs[p].append(i)
+                    room[p] -= lengths[i]
+                    break
+            else:
+                packs.append([i])
+                room.append(self.pack_tokens - lengths[i])
         return packs
 
     def _budget_chunks(self, lengths: list[int], extra: int) -> list[list[int]]:
@@ -336,7 +354,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
     def info(self) -> dict:
         return {"model": model_info(self.model_path), "adapter": self.adapter_name,
                 "adapter_revision": self.adapter_revision, "device": str(self.device),
-                "dtype": str(self.dtype).removeprefix("torch.")}
+                "dtype": str(self.dtype).removeprefix("torch."), "adapter_merged": self.adapter_merged}
 
     def _attach_adapter(self, model, adapter: Adapter):
         from peft import PeftModel

@@ -1,0 +1,117 @@
+"""How the in-process engine lays out a request's suffixes, measured: pack size and
+whether the LoRA update is folded into the base weights.
+
+A packed row's attention runs over every token of the row (the block mask hides all but
+a suffix's own tokens and the prefix), so its cost grows with the square of the pack;
+small packs waste less of it but pad more. A LoRA adapter kept apart adds two small
+matmuls, casts and an add to every adapted projection; merged, the forward pass is the
+base model's. This script scores the same service-shaped requests (the service's
+settings, prompts of all three modes) under each variant, interleaved so that load on the
+machine hits every variant alike, and prints per variant: median engine seconds per
+request, forward tokens, and against the first variant (unmerged, pack 1024: the engine
+before this benchmark) the largest change of a label probability (renormalised over its
+mode's labels, as the modes read them) and the share of prompts whose best label is the same.
+
+Writes bench/out/packing.json.
+
+    python -m bench.bench_packing --users 8 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.bench_ranker import build_requests, cpu_model
+from ranker.chat import to_scoring_prompt
+from ranker.engines.hf import HFEngine
+from ranker.modes.base import label_probs
+from ranker.modes.registry import ALL_LABELS, LABEL_COLUMNS
+from stack.build import build_ranker, load_split, resolve_adapter
+from stack.settings import Settings
+
+
+def compare(rows: np.ndarray, base: np.ndarray, modes: list[str]) -> tuple[float, int, int]:
+    """(largest |change| of a mode-renormalised label probability, prompts whose best label
+    is unchanged, prompts) between two score batches of the same prompts."""
+    worst, same = 0.0, 0
+    for r, b, mode in zip(rows, base, modes):
+        cols = LABEL_COLUMNS[mode]
+        p, _ = label_probs(r[None, cols])
+        q, _ = label_probs(b[None, cols])
+        worst = max(worst, float(np.abs(p - q).max()))
+        same += int(p.argmax() == q.argmax())
+    return worst, same, len(modes)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--packs", default="1024,384,256,192,128", help="pack sizes (tokens), comma-separated")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=Path("bench/out/packing.json"))
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    packs = [int(p) for p in args.packs.split(",")]
+
+    settings = Settings()
+    split = load_split(settings)
+    ids = [u for u in split.dataset.user_ids if split.users[split.dataset.user_index[u]].held_out("test") is not None]
+    adapter = resolve_adapter(settings)
+    ranker = build_ranker(settings.model_copy(update={"prefix_cache_mb": 0}), adapter)
+    merged = ranker.engine
+    if not isinstance(merged, HFEngine):
+        raise SystemExit("bench_packing measures the in-process engine: set RECRANKER_ENGINE=hf")
+    apart = HFEngine(merged.model_path, adapter=adapter, device=str(merged.device), dtype=merged.dtype,
+                     merge_adapter=False)
+    requests = build_requests(split, ids[: args.users + 1], settings.num_candidates)
+    plans = [ranker.plans(r) for r in requests]
+    prompts = [[to_scoring_prompt(merged, p) for plan in ps.values() for p in plan.prompts] for ps in plans]
+    modes = [[mode for mode, plan in ps.items() for _ in plan.prompts] for ps in plans[1:]]
+    variants = [("apart", 1024)] + [("merged", p) for p in packs]
+    engines = {"apart": apart, "merged": merged}
+    for engine in engines.values():
+        engine.score(prompts[0], ALL_LABELS)  # warm-up: first-call allocations
+    times = {v: [] for v in variants}
+    tokens = {v: [] for v in variants}
+    rows = {v: [] for v in variants}
+    for user_prompts in prompts[1:]:
+        for kind, pack in variants:
+            engine = engines[kind]
+            engine.pack_tokens = pack
+            t = time.perf_counter()
+            batch = engine.score(user_prompts, ALL_LABELS)
+            times[(kind, pack)].append(time.perf_counter() - t)
+            tokens[(kind, pack)].append(batch.forward_tokens)
+            rows[(kind, pack)].append(batch.logprobs)
+    base = variants[0]
+    result = {"machine": cpu_model(), "threads": torch.get_num_threads(), "dtype": str(merged.dtype),
+              "adapter": merged.adapter_name, "users": len(prompts) - 1,
+              "prompts_per_request": statistics.fmean(len(p) for p in prompts[1:]), "variants": []}
+    print(f"{result['machine']}, {result['threads']} threads, {result['dtype']}, {result['users']} users")
+    print(f"{'variant':<18}{'median s':>10}{'vs first':>10}{'tokens':>8}{'max |dp|':>10}{'same best':>11}")
+    for v in variants:
+        med = statistics.median(times[v])
+        change = [compare(a, b, m) for a, b, m in zip(rows[v], rows[base], modes)]
+        diff = max(c[0] for c in change)
+        same = sum(c[1] for c in change) / sum(c[2] for c in change)
+        ratio = statistics.median(times[base]) / med
+        name = f"{v[0]} pack {v[1]}"
+        print(f"{name:<18}{med:>10.3f}{ratio:>9.2f}x{statistics.fmean(tokens[v]):>8.0f}{diff:>10.4f}{same:>11.3f}")
+        result["variants"].append({"adapter": v[0], "pack_tokens": v[1], "median_s": med, "speedup_vs_first": ratio,
+                                   "forward_tokens": statistics.fmean(tokens[v]), "max_abs_prob_change": diff,
+                                   "same_best_label": same, "seconds": times[v]})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
