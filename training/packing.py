@@ -1,11 +1,12 @@
 """Training on request-shaped examples, packed as the engine scores them.
 
-A request row (``training.requests``) becomes ONE sequence: the shared prefix (system +
-history), then every question's suffix, each suffix seeing the prefix and its own earlier
-tokens only (block-causal mask) at the positions it would have alone. This is the same
-function ``HFEngine`` computes when it scores a request (one prefix, packed suffixes), so
-the model is tuned on exactly what it is served, and the prefix is run once per request
-instead of once per question.
+A request row (``training.requests``) is laid out as the engine scores it: the shared
+prefix (system + history) in one pass, then every question's suffix, packed into short
+rows over the prefix's K/V, each suffix seeing the prefix and its own earlier tokens only
+at the positions it would have alone (``ranker.engines.packed``, the engine's own
+layout). So the model is tuned on exactly what it is served, the prefix is run once per
+request instead of once per question, and attention is not spent on one long row whose
+token pairs are mostly masked (that cost as much as all the matmuls).
 
 The loss is the cross-entropy of each question's answer label at the suffix's last
 token, over the full vocabulary (so it also moves probability mass onto the labels). The
@@ -16,12 +17,16 @@ questions do not drown out the three listwise ones.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 
 from ranker.chat import to_scoring_prompt
+from ranker.engines.packed import first_fit_packs, pack_rows
 from ranker.types import Prompt
+
+DEFAULT_PACK_TOKENS = 256  # as the engine serves (attention inside a pack is mostly masked-away work)
 
 
 @dataclass
@@ -59,41 +64,51 @@ def encode_request(engine, row: dict) -> PackedRequest:
     return PackedRequest(prefix, suffixes, answers, weights, modes)
 
 
-def collate_requests(batch: list[PackedRequest], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded rows of [prefix | suffix 1 | suffix 2 | ...] with a block-causal mask
-    (B, 1, T, T), position ids that restart after the prefix for every suffix, and the
-    (row, column) of each suffix's last token with its answer id and weight."""
-    width = max(r.n_tokens for r in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    pos = torch.zeros((len(batch), width), dtype=torch.long)
-    mask = torch.zeros((len(batch), 1, width, width), dtype=torch.bool)
-    mask[:, 0, :, 0] = True  # padding sees the first token: a fully masked row would be NaN
-    rows, cols, answers, weights = [], [], [], []
+def collate_requests(batch: list[PackedRequest], pad_id: int, pack_tokens: int = DEFAULT_PACK_TOKENS) -> dict:
+    """The engine's layout: the requests' prefixes right-padded (one pass), then their
+    suffixes in packs of ``pack_tokens`` (``ranker.engines.packed``), each row over its
+    own request's prefix K/V. Per question, in request order: (row, column) of its last
+    token, answer id and weight."""
+    width = max(len(r.prefix) for r in batch)
+    prefix_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    prefix_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    packed, slots, order = [], [], []  # order: each packed suffix's index among all questions
+    offset = 0
     for b, r in enumerate(batch):
-        n = len(r.prefix)
-        ids[b, :n] = torch.tensor(r.prefix)
-        pos[b, :n] = torch.arange(n)
-        mask[b, 0, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
-        start = n
-        for suffix, answer, weight in zip(r.suffixes, r.answers, r.weights):
-            m, end = len(suffix), start + len(suffix)
-            ids[b, start:end] = torch.tensor(suffix)
-            pos[b, start:end] = torch.arange(n, n + m)
-            mask[b, 0, start:end, :n] = True
-            mask[b, 0, start:end, start:end] = torch.ones(m, m, dtype=torch.bool).tril()
-            rows.append(b)
-            cols.append(end - 1)
-            answers.append(answer)
-            weights.append(weight)
-            start = end
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "rows": torch.tensor(rows),
-            "cols": torch.tensor(cols), "answers": torch.tensor(answers), "weights": torch.tensor(weights)}
+        prefix_ids[b, :len(r.prefix)] = torch.tensor(r.prefix)
+        prefix_mask[b, :len(r.prefix)] = 1
+        for pack in first_fit_packs([len(s) for s in r.suffixes], pack_tokens):
+            packed.append([r.suffixes[i] for i in pack])
+            slots.append(b)
+            order += [offset + i for i in pack]
+        offset += len(r.suffixes)
+    rows = pack_rows(packed, [len(batch[b].prefix) for b in slots], width, pad_id)
+    row_of, last_of = [0] * offset, [0] * offset
+    for k, q in enumerate(order):
+        row_of[q], last_of[q] = rows.row_of[k], rows.last_of[k]
+    return {"prefix_ids": prefix_ids, "prefix_mask": prefix_mask, "slots": torch.tensor(slots),
+            "input_ids": rows.ids, "attention_mask": rows.mask, "position_ids": rows.positions,
+            "rows": torch.tensor(row_of), "cols": torch.tensor(last_of),
+            "answers": torch.tensor([a for r in batch for a in r.answers]),
+            "weights": torch.tensor([w for r in batch for w in r.weights], dtype=torch.float32),
+            "n_tokens": sum(r.n_tokens for r in batch)}
 
 
 def answer_losses(decoder, vocab_logits, batch: dict, device) -> torch.Tensor:
-    """(N,) cross-entropy of each question's answer label at its suffix's last token."""
+    """(N,) cross-entropy of each question's answer label at its suffix's last token:
+    the prefixes' pass, then the packed rows over their K/V (gradients flow into both)."""
+    from transformers import DynamicCache
+
+    cache_kw = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    prefix_cache = DynamicCache()
+    decoder(input_ids=batch["prefix_ids"].to(device), attention_mask=batch["prefix_mask"].to(device),
+            use_cache=True, **{cache_kw: prefix_cache})
+    slots = batch["slots"].to(device)
+    row_cache = DynamicCache([(layer.keys.index_select(0, slots), layer.values.index_select(0, slots))
+                              for layer in prefix_cache.layers])
     hidden = decoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                     position_ids=batch["position_ids"].to(device), use_cache=False).last_hidden_state  # (B, T, d)
+                     position_ids=batch["position_ids"].to(device), use_cache=True,
+                     **{cache_kw: row_cache}).last_hidden_state  # (R, T, d)
     last = hidden[batch["rows"].to(device), batch["cols"].to(device)]  # (N, d)
     logits = vocab_logits(last)  # (N, V), float32: the engine's own head
     return torch.nn.functional.cross_entropy(logits, batch["answers"].to(device), reduction="none")

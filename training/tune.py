@@ -246,7 +246,7 @@ class PackedRequests:
 
     @staticmethod
     def input_tokens(b: dict) -> int:
-        return int((b["position_ids"] > 0).sum()) + len(b["position_ids"])
+        return b["n_tokens"]
 
     def loss_sum(self, model, b: dict, device) -> torch.Tensor:
         # LoRA layers sit inside the base model's modules, so its decoder runs them

@@ -33,6 +33,7 @@ import torch
 from ranker.adapter import Adapter, load_adapter
 from ranker.engines import tokens
 from ranker.engines.base import Engine, EngineError, Keep, ScoreBatch, ScoringPrompt
+from ranker.engines.packed import first_fit_packs, pack_rows
 from ranker.engines.prefix_cache import PrefixCache, prefix_key
 from ranker.model import ModelError, model_info
 
@@ -222,39 +223,21 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
 
     def _score_rows(self, kv, slots: list[int], prefix_lens: list[int], width: int,
                     packed: list[list[list[int]]], label_ids: torch.Tensor) -> list[np.ndarray]:
-        """One forward over rows of packed suffixes, row r on top of prefix ``slots[r]``.
-
-        In a row each token sees its own prefix (not the padding after it) and the earlier
-        tokens of its own suffix, at the positions it would have alone, so every suffix is
-        scored as if run by itself. Padding tokens at a row's end see the first prefix token
-        only (a row of all-masked attention would be NaN)."""
+        """One forward over rows of packed suffixes (``ranker.engines.packed``), row r on
+        top of prefix ``slots[r]``: every suffix is scored as if run by itself."""
         from transformers import DynamicCache
 
-        n_rows, t_max = len(packed), max(sum(map(len, row)) for row in packed)
-        ids = torch.full((n_rows, t_max), self._pad_id, dtype=torch.long)
-        pos = torch.zeros((n_rows, t_max), dtype=torch.long)
-        mask = torch.zeros((n_rows, 1, t_max, width + t_max), dtype=torch.bool)
-        mask[:, 0, :, 0] = True
-        row_of, last_of = [], []
-        for r, (suffixes, n_prefix) in enumerate(zip(packed, prefix_lens)):
-            lens = torch.tensor([len(s) for s in suffixes])
-            seg = torch.repeat_interleave(torch.arange(len(suffixes)), lens)  # suffix of each token
-            within = torch.cat([torch.arange(n) for n in lens.tolist()])  # position inside it
-            n = len(seg)
-            ids[r, :n] = torch.tensor([t for s in suffixes for t in s])
-            pos[r, :n] = within + n_prefix
-            mask[r, 0, :n, :n_prefix] = True
-            mask[r, 0, :n, width:width + n] = (seg[:, None] == seg[None, :]) & (within[:, None] >= within[None, :])
-            row_of += [r] * len(suffixes)
-            last_of += (lens.cumsum(0) - 1).tolist()
+        rows_in = pack_rows(packed, prefix_lens, width, self._pad_id)
         sel = torch.tensor(slots, device=self.device)
         # index_select copies: the cache's update() concatenates anyway, and the shared
         # prefix K/V must come out of every pass unchanged
         cache = DynamicCache([(k.index_select(0, sel), v.index_select(0, sel)) for k, v in kv])
         dev = self.device
-        hidden = self._decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                               use_cache=True, **{self._cache_kw: cache}).last_hidden_state  # (R, T, d)
-        logits = self.vocab_logits(hidden[torch.tensor(row_of, device=dev), torch.tensor(last_of, device=dev)])
+        hidden = self._decoder(input_ids=rows_in.ids.to(dev), attention_mask=rows_in.mask.to(dev),
+                               position_ids=rows_in.positions.to(dev), use_cache=True,
+                               **{self._cache_kw: cache}).last_hidden_state  # (R, T, d)
+        logits = self.vocab_logits(hidden[torch.tensor(rows_in.row_of, device=dev),
+                                          torch.tensor(rows_in.last_of, device=dev)])
         rows = _gather(logits, label_ids)
         out, start = [], 0
         for suffixes in packed:
@@ -272,23 +255,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         return torch.tanh(logits / cap) * cap if cap else logits
 
     def _packs(self, lengths: list[int]) -> list[list[int]]:
-        """Suffix indices grouped into packs of at most ``pack_tokens`` tokens (one suffix
-        longer than that gets a pack of its own), first-fit decreasing: packs come out
-        nearly equally full, so rows batched together carry little padding. A pack's
-        attention runs over all its tokens (the block mask hides most of it), so small packs
-        spend less on attention that is thrown away; see bench/bench_packing.py."""
-        packs: list[list[int]] = []
-        room: list[int] = []
-        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-            for p, free in enumerate(room):
-                if lengths[i] <= free:
-                    packs[p].append(i)
-                    room[p] -= lengths[i]
-                    break
-            else:
-                packs.append([i])
-                room.append(self.pack_tokens - lengths[i])
-        return packs
+        return first_fit_packs(lengths, self.pack_tokens)
 
     def _budget_chunks(self, lengths: list[int], extra: int) -> list[list[int]]:
         """Indices grouped so that rows x (extra + longest row) stays within max_batch_tokens;

@@ -90,20 +90,6 @@ def test_prefix_reuse_matches_full_prompts_and_reference(hf_engine: HFEngine, mo
     np.testing.assert_allclose(alone.logprobs, reused.logprobs, atol=1e-4)
 
 
-def test_packs_are_first_fit_decreasing_within_the_budget() -> None:
-    engine = HFEngine.__new__(HFEngine)  # _packs reads pack_tokens only: no model needed
-    engine.pack_tokens = 100
-    lengths = [50, 178, 40, 46, 39, 47, 60, 45, 178, 30]
-    packs = engine._packs(lengths)
-    assert sorted(i for pack in packs for i in pack) == list(range(len(lengths)))  # each suffix exactly once
-    for pack in packs:  # within the budget, except a suffix longer than it, alone
-        assert sum(lengths[i] for i in pack) <= 100 or len(pack) == 1
-    assert len(packs) == 6  # two oversize alone + the fewest packs of 100 for the 8 others (sum 357): 4
-    engine.pack_tokens = 10_000
-    assert engine._packs(lengths) == [sorted(range(len(lengths)), key=lambda i: -lengths[i])]
-    assert engine._packs([]) == []
-
-
 @pytest.mark.slow
 def test_batch_equals_one_at_a_time_and_threads_agree(hf_engine: HFEngine) -> None:
     prompts = _mixed_prompts(hf_engine)[2:5]  # both prefixes

@@ -106,6 +106,65 @@ def test_packed_training_forward_equals_engine_scoring(split, hf_engine):
     assert w.sum() == pytest.approx(3 * len(rows))
 
 
+def _one_sequence_losses(decoder, vocab_logits, requests, pad_id=0):
+    """Reference: each request as ONE sequence [prefix | suffix 1 | suffix 2 ...] with a
+    block-causal mask (the layout training used before packs), losses in question order."""
+    width = max(r.n_tokens for r in requests)
+    ids = torch.full((len(requests), width), pad_id)
+    pos = torch.zeros((len(requests), width), dtype=torch.long)
+    mask = torch.zeros((len(requests), 1, width, width), dtype=torch.bool)
+    mask[:, 0, :, 0] = True
+    rows, cols, answers = [], [], []
+    for b, r in enumerate(requests):
+        n = len(r.prefix)
+        ids[b, :n], pos[b, :n] = torch.tensor(r.prefix), torch.arange(n)
+        mask[b, 0, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+        start = n
+        for suffix, answer in zip(r.suffixes, r.answers):
+            m = len(suffix)
+            ids[b, start:start + m], pos[b, start:start + m] = torch.tensor(suffix), torch.arange(n, n + m)
+            mask[b, 0, start:start + m, :n] = True
+            mask[b, 0, start:start + m, start:start + m] = torch.ones(m, m, dtype=torch.bool).tril()
+            rows.append(b)
+            cols.append(start + m - 1)
+            answers.append(answer)
+            start += m
+    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+    logits = vocab_logits(hidden[torch.tensor(rows), torch.tensor(cols)])
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(answers), reduction="none")
+
+
+@pytest.mark.slow
+def test_packed_rows_give_the_one_sequence_losses_and_gradients(split, hf_engine):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    loaded = {"pop": _Loaded(_shifted_pop(split))}
+    rows = build_request_examples(split, loaded, [0, 1], RequestExampleConfig(pool=40), seed=2,
+                                  count_tokens=hf_engine.count_tokens)[:2]
+    requests = [encode_request(hf_engine, r) for r in rows]
+    torch.manual_seed(0)
+    model = get_peft_model(copy.deepcopy(hf_engine.model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                      lora_dropout=0.0, init_lora_weights=False))
+    decoder = model.get_base_model().get_decoder()
+    lora = [p for p in model.parameters() if p.requires_grad]
+
+    def losses_and_grads(fn):
+        model.zero_grad()
+        losses = fn()
+        losses.sum().backward()
+        return losses.detach(), [p.grad.clone() for p in lora]
+
+    batch = collate_requests(requests, pad_id=0, pack_tokens=64)  # several packs per request
+    assert len(batch["slots"]) > 2 * len(requests)
+    packed, packed_grads = losses_and_grads(lambda: answer_losses(decoder, hf_engine.vocab_logits, batch, "cpu"))
+    ref, ref_grads = losses_and_grads(lambda: _one_sequence_losses(decoder, hf_engine.vocab_logits, requests))
+    np.testing.assert_allclose(packed.numpy(), ref.numpy(), atol=1e-4)  # per question, in request order
+    for g, h in zip(packed_grads, ref_grads):
+        np.testing.assert_allclose(g.numpy(), h.numpy(), atol=2e-4 * max(1.0, float(h.abs().max())))
+
+
 def test_targets_are_two_per_user_with_enough_likes(split):
     shifted = one_like_earlier(split)
     targets = targets_of(shifted)

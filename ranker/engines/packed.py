@@ -1,0 +1,76 @@
+"""Packed suffix rows: many short prompt suffixes in one row over a shared prefix's K/V.
+
+Pure tensor layout, shared by the engine (scoring) and training (the loss), so that the
+adapter is tuned on exactly the function it is served with. In a row each token sees its
+own prefix (not the padding after it) and the earlier tokens of its own suffix, at the
+positions it would have alone, so every suffix computes what it would compute by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+def first_fit_packs(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices grouped into packs of at most ``budget`` tokens (one longer than that gets a
+    pack of its own), first-fit decreasing: packs come out nearly equally full, so rows
+    batched together carry little padding. A pack's attention is computed for every token
+    pair of the row and mostly masked away, which is why packs should stay small."""
+    if budget < 1:
+        raise ValueError(f"pack budget must be >= 1, got {budget}")
+    packs: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for p, free in enumerate(room):
+            if lengths[i] <= free:
+                packs[p].append(i)
+                room[p] -= lengths[i]
+                break
+        else:
+            packs.append([i])
+            room.append(budget - lengths[i])
+    return packs
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """One forward pass's inputs for rows of packed suffixes on top of prefixes' K/V.
+
+    ids, positions: (R, T); mask: (R, 1, T, width + T) bool, True = may attend (the first
+    ``width`` key columns are the padded prefix K/V, the rest the row itself); row_of and
+    last_of: per suffix, in pack order, the (row, column) of its last token."""
+
+    ids: torch.Tensor
+    positions: torch.Tensor
+    mask: torch.Tensor
+    row_of: list[int]
+    last_of: list[int]
+
+
+def pack_rows(packed: Sequence[Sequence[Sequence[int]]], prefix_lens: Sequence[int], width: int,
+              pad_id: int) -> PackedRows:
+    """Row r holds the suffixes ``packed[r]`` and sits on a prefix of ``prefix_lens[r]``
+    tokens, padded to ``width``. Padding tokens at a row's end see the first prefix token
+    only (a row of all-masked attention would be NaN); nothing reads them."""
+    n_rows, t_max = len(packed), max(sum(map(len, row)) for row in packed)
+    ids = torch.full((n_rows, t_max), pad_id, dtype=torch.long)
+    pos = torch.zeros((n_rows, t_max), dtype=torch.long)
+    mask = torch.zeros((n_rows, 1, t_max, width + t_max), dtype=torch.bool)
+    mask[:, 0, :, 0] = True
+    row_of: list[int] = []
+    last_of: list[int] = []
+    for r, (suffixes, n_prefix) in enumerate(zip(packed, prefix_lens)):
+        lens = torch.tensor([len(s) for s in suffixes])
+        seg = torch.repeat_interleave(torch.arange(len(suffixes)), lens)  # suffix of each token
+        within = torch.cat([torch.arange(n) for n in lens.tolist()])  # position inside it
+        n = len(seg)
+        ids[r, :n] = torch.tensor([t for s in suffixes for t in s])
+        pos[r, :n] = within + n_prefix
+        mask[r, 0, :n, :n_prefix] = True
+        mask[r, 0, :n, width:width + n] = (seg[:, None] == seg[None, :]) & (within[:, None] >= within[None, :])
+        row_of += [r] * len(suffixes)
+        last_of += (lens.cumsum(0) - 1).tolist()
+    return PackedRows(ids, pos, mask, row_of, last_of)
