@@ -93,6 +93,8 @@ def cache_key(config: EvalConfig, ranker: Ranker, backbone_meta: dict) -> str:
         "ranker": asdict(ranker.config),
         "model": ranker.engine.model_name,
         "adapter": getattr(ranker.engine, "adapter_revision", None),
+        # dtype and merged LoRA move scores too: a float32 run must not read a bfloat16 cache
+        "numerics": {k: getattr(ranker.engine, "info", {}).get(k) for k in ("dtype", "adapter_merged")},
         "backbone": [backbone_meta.get("fingerprint"), backbone_meta.get("created")],
         "backbone_model": backbone_meta.get("model"),
     }
