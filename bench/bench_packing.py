@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     plans = [ranker.plans(r) for r in requests]
     prompts = [[to_scoring_prompt(merged, p) for plan in ps.values() for p in plan.prompts] for ps in plans]
     modes = [[mode for mode, plan in ps.items() for _ in plan.prompts] for ps in plans[1:]]
-    variants = [("apart", 1024)] + [("merged", p) for p in packs]
+    variants = [("apart", 1024), ("apart", 256)] + [("merged", p) for p in packs]
     engines = {"apart": apart, "merged": merged}
     for engine in engines.values():
         engine.score(prompts[0], ALL_LABELS)  # warm-up: first-call allocations
