@@ -163,3 +163,20 @@ def test_cross_validation_scores_each_fold_with_weights_chosen_elsewhere():
     out = cross_validated_diffs(diffs, folds=10, seed=0)  # leave one out
     # held-out user k<5: the rest favour point 1 (4 wins vs 5 small losses: 4 - 0.5 > 0) -> 1.0
     assert out[:5].tolist() == [1.0] * 5 and out[5:].tolist() == [-0.1] * 5
+
+
+def test_cache_key_separates_numerics_and_ignores_the_subset():
+    from types import SimpleNamespace
+
+    from ranker.ranker import RankerConfig
+    from training.evaluate import EvalConfig, cache_key
+
+    def ranker(dtype, merged=True):
+        engine = SimpleNamespace(model_name="m", adapter_revision="r", info={"dtype": dtype, "adapter_merged": merged})
+        return SimpleNamespace(config=RankerConfig(), engine=engine)
+
+    meta = {"fingerprint": "f", "created": "c", "model": "lightgcn"}
+    key = cache_key(EvalConfig(), ranker("bfloat16"), meta)
+    assert key == cache_key(EvalConfig(users=10), ranker("bfloat16"), meta)  # a subset reads the same cache
+    assert key != cache_key(EvalConfig(), ranker("float32"), meta)  # float32 never reads bf16 outcomes
+    assert key != cache_key(EvalConfig(), ranker("bfloat16", merged=False), meta)
