@@ -13,7 +13,7 @@ as RECRANKER_NUM_CANDIDATES), one request at a time, all three modes:
 3. the same users again with other candidates (prefix cache on: hit rate and latency;
    then the same requests with the cache off);
 4. the old configuration vs the new, both measured here on the same users: old = float32,
-   no prefix cache, history 400 tokens, pairwise 10 (what this script measured before
+   no prefix cache, history 400 tokens, pairwise 10, one 1,024-token pack (what this script measured before
    issue 14). The old prompt LAYOUT no longer exists in code, so this is a configuration
    comparison on the new layout; the old layout's recorded cost is printed beside it;
 5. reference-style inference (21 free greedy generations, text parsed) on the first user,
@@ -59,6 +59,7 @@ REF_HISTORY = 50
 REF_SYSTEM = "You are a movie recommender system."
 # what bench_ranker measured before issue 14 (and docs/results.md's issue 3 table)
 OLD_CONFIG = {"dtype": "float32", "prefix_cache_mb": 0, "history_token_budget": 400, "pairwise_budget": 10}
+OLD_PACK_TOKENS = 1024  # the engine's pack size before 256-token packs (one pack per request)
 # the old prompt layout's cost, recorded before the token diet (it is no longer in code):
 # issue 14, the README's /v1/rank request at the service's settings (history 200, pairwise 5), fp32
 OLD_LAYOUT_RECORDED = {"forward_tokens": 2827, "passes": 6, "source": "issue 14, README /v1/rank request, "
@@ -309,13 +310,14 @@ def main(argv=None) -> None:
     if not args.skip_old:
         old_settings = settings.model_copy(update=OLD_CONFIG)
         old_ranker = build_ranker(old_settings, adapter)
+        old_ranker.engine.pack_tokens = OLD_PACK_TOKENS
         old_ranker.rank(build_requests(split, [warm_user], n)[0])
         old = run_users(old_ranker, requests)
         line("old configuration", old)
         ratio = {"p50": old["p50_s"] / new["p50_s"], "p95": old["p95_s"] / new["p95_s"],
                  "forward_tokens": old["forward_tokens_per_request"] / new["forward_tokens_per_request"]}
         layout_ratio = OLD_LAYOUT_RECORDED["forward_tokens"] / new["forward_tokens_per_request"]
-        report["old"] = {"config": OLD_CONFIG, **old, "ratio_old_over_new": ratio,
+        report["old"] = {"config": {**OLD_CONFIG, "pack_tokens": OLD_PACK_TOKENS}, **old, "ratio_old_over_new": ratio,
                          "old_layout_recorded": OLD_LAYOUT_RECORDED,
                          "old_layout_tokens_over_new": layout_ratio,
                          "note": "configuration comparison on the NEW prompt layout; the old layout is no longer "
