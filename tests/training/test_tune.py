@@ -186,3 +186,33 @@ def test_batch_plan_is_a_pure_function_of_step_and_groups_lengths():
 def test_config_validation_names_field(field, value):
     with pytest.raises(ValueError, match=field if field != "tasks" else "tasks"):
         T.TuneConfig(dataset_dir=".", output_dir=".", model_cache_dir=".", **{field: value})
+
+
+def test_init_adapter_starts_from_its_weights_and_refuses_another_shape(engine, dataset, model_cache, tmp_path):
+    import copy
+    from types import SimpleNamespace
+
+    def fresh():  # build_model wraps the model it is given: each call gets its own copy
+        return SimpleNamespace(model=copy.deepcopy(engine.model), model_name=engine.model_name)
+
+    cfg = _config(dataset, tmp_path / "first", model_cache, lora_r=4)
+    first, _ = T.build_model(fresh(), cfg)
+    torch.manual_seed(1)
+    for name, p in first.named_parameters():
+        if "lora_" in name:
+            p.data.normal_()  # B starts at zero: make every LoRA weight distinguishable
+    T.save_adapter(first, tmp_path / "first", cfg.base_model)
+    saved = {n: p.detach().clone() for n, p in first.named_parameters() if "lora_" in n}
+
+    second, _ = T.build_model(fresh(), _config(dataset, tmp_path / "second", model_cache, lora_r=4, seed=7,
+                                               init_adapter=tmp_path / "first"))
+    loaded = {n: p.detach() for n, p in second.named_parameters() if "lora_" in n}
+    assert loaded.keys() == saved.keys()
+    for name, value in saved.items():
+        torch.testing.assert_close(loaded[name], value)
+    assert all(p.requires_grad for n, p in second.named_parameters() if "lora_" in n)  # trains on from there
+    with pytest.raises(ValueError, match="r=4"):
+        T.build_model(fresh(), _config(dataset, tmp_path / "third", model_cache, lora_r=8,
+                                       init_adapter=tmp_path / "first"))
+    with pytest.raises(ValueError, match="adapter_config.json"):
+        T.build_model(fresh(), _config(dataset, tmp_path / "fourth", model_cache, lora_r=4, init_adapter=tmp_path))
