@@ -17,16 +17,13 @@ questions do not drown out the three listwise ones.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 
 from ranker.chat import to_scoring_prompt
-from ranker.engines.packed import first_fit_packs, pack_rows
+from ranker.engines.packed import PACK_TOKENS, first_fit_packs, pack_rows, prefix_kv, rows_hidden
 from ranker.types import Prompt
-
-DEFAULT_PACK_TOKENS = 256  # as the engine serves (attention inside a pack is mostly masked-away work)
 
 
 @dataclass
@@ -64,7 +61,7 @@ def encode_request(engine, row: dict) -> PackedRequest:
     return PackedRequest(prefix, suffixes, answers, weights, modes)
 
 
-def collate_requests(batch: list[PackedRequest], pad_id: int, pack_tokens: int = DEFAULT_PACK_TOKENS) -> dict:
+def collate_requests(batch: list[PackedRequest], pad_id: int, pack_tokens: int = PACK_TOKENS) -> dict:
     """The engine's layout: the requests' prefixes right-padded (one pass), then their
     suffixes in packs of ``pack_tokens`` (``ranker.engines.packed``), each row over its
     own request's prefix K/V. Per question, in request order: (row, column) of its last
@@ -87,7 +84,7 @@ def collate_requests(batch: list[PackedRequest], pad_id: int, pack_tokens: int =
     for k, q in enumerate(order):
         row_of[q], last_of[q] = rows.row_of[k], rows.last_of[k]
     return {"prefix_ids": prefix_ids, "prefix_mask": prefix_mask, "slots": torch.tensor(slots),
-            "input_ids": rows.ids, "attention_mask": rows.mask, "position_ids": rows.positions,
+            "packed_rows": rows,
             "rows": torch.tensor(row_of), "cols": torch.tensor(last_of),
             "answers": torch.tensor([a for r in batch for a in r.answers]),
             "weights": torch.tensor([w for r in batch for w in r.weights], dtype=torch.float32),
@@ -97,18 +94,8 @@ def collate_requests(batch: list[PackedRequest], pad_id: int, pack_tokens: int =
 def answer_losses(decoder, vocab_logits, batch: dict, device) -> torch.Tensor:
     """(N,) cross-entropy of each question's answer label at its suffix's last token:
     the prefixes' pass, then the packed rows over their K/V (gradients flow into both)."""
-    from transformers import DynamicCache
-
-    cache_kw = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-    prefix_cache = DynamicCache()
-    decoder(input_ids=batch["prefix_ids"].to(device), attention_mask=batch["prefix_mask"].to(device),
-            use_cache=True, **{cache_kw: prefix_cache})
-    slots = batch["slots"].to(device)
-    row_cache = DynamicCache([(layer.keys.index_select(0, slots), layer.values.index_select(0, slots))
-                              for layer in prefix_cache.layers])
-    hidden = decoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                     position_ids=batch["position_ids"].to(device), use_cache=True,
-                     **{cache_kw: row_cache}).last_hidden_state  # (R, T, d)
+    kv = prefix_kv(decoder, batch["prefix_ids"].to(device), batch["prefix_mask"].to(device))
+    hidden = rows_hidden(decoder, kv, batch["slots"].to(device), batch["packed_rows"], device)  # (R, T, d)
     last = hidden[batch["rows"].to(device), batch["cols"].to(device)]  # (N, d)
     logits = vocab_logits(last)  # (N, V), float32: the engine's own head
     return torch.nn.functional.cross_entropy(logits, batch["answers"].to(device), reduction="none")

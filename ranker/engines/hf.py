@@ -21,7 +21,6 @@ baseline and a cross-check).
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -33,7 +32,7 @@ import torch
 from ranker.adapter import Adapter, load_adapter
 from ranker.engines import tokens
 from ranker.engines.base import Engine, EngineError, Keep, ScoreBatch, ScoringPrompt
-from ranker.engines.packed import first_fit_packs, pack_rows
+from ranker.engines.packed import PACK_TOKENS, first_fit_packs, pack_rows, prefix_kv, rows_hidden
 from ranker.engines.prefix_cache import PrefixCache, prefix_key
 from ranker.model import ModelError, model_info
 
@@ -69,7 +68,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         dtype: torch.dtype | str | None = None,
         max_batch_tokens: int = 16384,
         reuse_prefix: bool = True,
-        pack_tokens: int = 256,
+        pack_tokens: int = PACK_TOKENS,
         adapter: Adapter | None = None,
         prefix_cache_bytes: int = 0,
         merge_adapter: bool = True,
@@ -99,8 +98,6 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         self.model = model.eval()  # PeftModel when an adapter is loaded and kept apart
         # LoRA layers are injected into the base module, so calling it directly runs them too
         self._net = model.get_base_model() if adapter is not None and not merge_adapter else model
-        params = inspect.signature(self._net.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
         self._decoder = self._net.get_decoder()  # the transformer body: hidden states, no vocabulary
         head = self._net.get_output_embeddings()
         self._head_weight = head.weight.detach().float()  # a float32 copy only when the body is not
@@ -214,28 +211,16 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         return kv, [len(p) for p in prefixes], sum(len(prefixes[i]) for i in missing)
 
     def _run_prefixes(self, prefixes: list[list[int]]):
-        from transformers import DynamicCache
-
         ids, mask, _ = self._pad(prefixes, left=False)
-        cache = DynamicCache()  # full (non-sliding) layers: the suffix rows need every position
-        self._decoder(input_ids=ids, attention_mask=mask, use_cache=True, **{self._cache_kw: cache})
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        return prefix_kv(self._decoder, ids, mask)
 
     def _score_rows(self, kv, slots: list[int], prefix_lens: list[int], width: int,
                     packed: list[list[list[int]]], label_ids: torch.Tensor) -> list[np.ndarray]:
         """One forward over rows of packed suffixes (``ranker.engines.packed``), row r on
         top of prefix ``slots[r]``: every suffix is scored as if run by itself."""
-        from transformers import DynamicCache
-
         rows_in = pack_rows(packed, prefix_lens, width, self._pad_id)
-        sel = torch.tensor(slots, device=self.device)
-        # index_select copies: the cache's update() concatenates anyway, and the shared
-        # prefix K/V must come out of every pass unchanged
-        cache = DynamicCache([(k.index_select(0, sel), v.index_select(0, sel)) for k, v in kv])
         dev = self.device
-        hidden = self._decoder(input_ids=rows_in.ids.to(dev), attention_mask=rows_in.mask.to(dev),
-                               position_ids=rows_in.positions.to(dev), use_cache=True,
-                               **{self._cache_kw: cache}).last_hidden_state  # (R, T, d)
+        hidden = rows_hidden(self._decoder, kv, torch.tensor(slots, device=dev), rows_in, dev)  # (R, T, d)
         logits = self.vocab_logits(hidden[torch.tensor(rows_in.row_of, device=dev),
                                           torch.tensor(rows_in.last_of, device=dev)])
         rows = _gather(logits, label_ids)

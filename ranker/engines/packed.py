@@ -1,17 +1,25 @@
 """Packed suffix rows: many short prompt suffixes in one row over a shared prefix's K/V.
 
-Pure tensor layout, shared by the engine (scoring) and training (the loss), so that the
-adapter is tuned on exactly the function it is served with. In a row each token sees its
-own prefix (not the padding after it) and the earlier tokens of its own suffix, at the
-positions it would have alone, so every suffix computes what it would compute by itself.
+The layout and its two forward passes (prefixes, then rows over their K/V), shared by the
+engine (scoring) and training (the loss), so that the adapter is tuned on exactly the
+function it is served with. In a row each token sees its own prefix (not the padding
+after it) and the earlier tokens of its own suffix, at the positions it would have
+alone, so every suffix computes what it would compute by itself.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+# Suffix tokens per packed row. Attention inside a row is computed for every token pair
+# and mostly masked away, so small packs waste less; 256 measured fastest on CPU
+# (bench/bench_packing.py). Training uses the same, so it runs what is served.
+PACK_TOKENS = 256
 
 
 def first_fit_packs(lengths: Sequence[int], budget: int) -> list[list[int]]:
@@ -74,3 +82,32 @@ def pack_rows(packed: Sequence[Sequence[Sequence[int]]], prefix_lens: Sequence[i
         row_of += [r] * len(suffixes)
         last_of += (lens.cumsum(0) - 1).tolist()
     return PackedRows(ids, pos, mask, row_of, last_of)
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword(decoder_type: type) -> str:
+    params = inspect.signature(decoder_type.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
+
+
+def prefix_kv(decoder, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer (keys, values), each (B, H, width, D), of right-padded prefixes ``ids``
+    (B, width) with attention ``mask`` (B, width). Gradients flow through when enabled."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()  # full (non-sliding) layers: the suffix rows need every position
+    decoder(input_ids=ids, attention_mask=mask, use_cache=True, **{_cache_keyword(type(decoder)): cache})
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def rows_hidden(decoder, kv: list[tuple[torch.Tensor, torch.Tensor]], slots: torch.Tensor, rows: PackedRows,
+                device) -> torch.Tensor:
+    """(R, T, d) hidden states of packed rows, row r on top of prefix ``slots[r]`` of ``kv``."""
+    from transformers import DynamicCache
+
+    # index_select copies: the cache's update() concatenates anyway, and the shared
+    # prefix K/V must come out of every pass unchanged
+    cache = DynamicCache([(k.index_select(0, slots), v.index_select(0, slots)) for k, v in kv])
+    return decoder(input_ids=rows.ids.to(device), attention_mask=rows.mask.to(device),
+                   position_ids=rows.positions.to(device), use_cache=True,
+                   **{_cache_keyword(type(decoder)): cache}).last_hidden_state
