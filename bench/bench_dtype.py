@@ -29,7 +29,7 @@ from ranker.ensemble import EnsembleWeights, order_by
 from stack.settings import Settings
 from training.evaluate import EvalConfig, row_ranks
 from training.pipeline import DataChoice, _eval_stack, _outcomes
-from training.report import PAIRED_RESAMPLES, bootstrap_ci, per_user_metrics
+from training.report import paired_differences, per_user_metrics
 
 METRIC = "NDCG@3"
 
@@ -49,10 +49,10 @@ def compare(shipped: list, fp32: list, seed: int = 0) -> dict:
     for row in ranks["shipped"]:
         a = per_user_metrics(ranks["shipped"][row])[METRIC]
         b = per_user_metrics(ranks["float32"][row])[METRIC]
-        d = a - b
-        lo, hi = bootstrap_ci(d, n_boot=PAIRED_RESAMPLES, seed=seed)
-        entry = {"shipped": float(a.mean()), "float32": float(b.mean()), "diff": float(d.mean()), "ci": [lo, hi],
-                 "not_worse": bool(hi >= 0)}
+        paired = paired_differences({"shipped": ranks["shipped"][row], "float32": ranks["float32"][row]},
+                                    baseline="float32", seed=seed)["shipped"][METRIC]
+        entry = {"shipped": float(a.mean()), "float32": float(b.mean()), "diff": paired["diff"], "ci": paired["ci"],
+                 "not_worse": bool(paired["ci"][1] >= 0)}
         ranked = [(s, f) for s, f in zip(shipped, fp32) if row in s.mode_scores and row in f.mode_scores]
         if ranked:
             top = [(mode_orders(s, row), mode_orders(f, row)) for s, f in ranked]

@@ -16,19 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ranker.ensemble import EnsembleWeights
-from training.evaluate import UserOutcome, row_ranks
-from training.report import PAIRED_RESAMPLES, bootstrap_ci, per_user_metrics
+from training.evaluate import UserOutcome, read_outcomes, row_ranks
+from training.report import PAIRED_RESAMPLES, paired_differences, per_user_metrics
 
 METRICS = ("NDCG@3", "HR@3")
-
-
-def read_outcomes(path: Path) -> dict[str, UserOutcome]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            out[row["user_id"]] = UserOutcome(**row)
-    return out
 
 
 def compare(a: list[UserOutcome], b: list[UserOutcome], weights: EnsembleWeights, seed: int = 0) -> dict:
@@ -38,11 +29,9 @@ def compare(a: list[UserOutcome], b: list[UserOutcome], weights: EnsembleWeights
     rows = {}
     for row in ra:
         ma, mb = per_user_metrics(ra[row]), per_user_metrics(rb[row])
-        rows[row] = {}
-        for metric in METRICS:
-            d = mb[metric] - ma[metric]
-            rows[row][metric] = {"a": float(ma[metric].mean()), "b": float(mb[metric].mean()), "diff": float(d.mean()),
-                                 "ci": list(bootstrap_ci(d, n_boot=PAIRED_RESAMPLES, seed=seed))}
+        paired = paired_differences({"a": ra[row], "b": rb[row]}, baseline="a", seed=seed)["b"]
+        rows[row] = {metric: {"a": float(ma[metric].mean()), "b": float(mb[metric].mean()),
+                              "diff": paired[metric]["diff"], "ci": paired[metric]["ci"]} for metric in METRICS}
     return rows
 
 

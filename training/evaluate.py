@@ -101,7 +101,8 @@ def cache_key(config: EvalConfig, ranker: Ranker, backbone_meta: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _read_cache(path: Path) -> dict[str, UserOutcome]:
+def read_outcomes(path: Path) -> dict[str, UserOutcome]:
+    """The outcomes an evaluation cache holds, by user id (a line cut by an interruption is skipped)."""
     done: dict[str, UserOutcome] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -124,7 +125,7 @@ def collect(
     """Every selected user's outcome; LLM work only where the target is a candidate."""
     ds = split.dataset
     users = select_users(split, config)
-    done = _read_cache(cache_path) if cache_path else {}
+    done = read_outcomes(cache_path) if cache_path else {}
     if cache_path:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
     outcomes = []
