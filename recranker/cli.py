@@ -139,13 +139,30 @@ def cmd_instructions_requests(args, settings: Settings) -> None:
           f"from {info['sampling']['n_unique']} users to {out}")
 
 
+LORA_TARGET_SETS = {
+    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+}
+
+
+def _lora_targets(spec: str) -> tuple[str, ...]:
+    """'attention', 'all' (attention + MLP) or a comma-separated list of module names."""
+    if spec in LORA_TARGET_SETS:
+        return LORA_TARGET_SETS[spec]
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    if not names:
+        raise CLIError(f"--lora-targets takes 'attention', 'all' or module names like q_proj,v_proj; got {spec!r}")
+    return names
+
+
 def cmd_tune(args, settings: Settings) -> None:
     from training.tune import TuneConfig, tune
 
     cfg = TuneConfig(dataset_dir=Path(args.data), output_dir=Path(args.out), model_cache_dir=settings.models_dir,
                      base_model=settings.base_model, max_steps=args.max_steps, max_minutes=args.max_minutes,
                      epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                     learning_rate=args.lr, lora_r=args.lora_r, seed=args.seed, resume=args.resume,
+                     learning_rate=args.lr, lora_r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r,
+                     target_modules=_lora_targets(args.lora_targets), seed=args.seed, resume=args.resume,
                      num_threads=args.threads, limit_examples=args.limit_examples, device=settings.device,
                      init_adapter=Path(args.init_adapter) if args.init_adapter else None)
     path = tune(cfg)
@@ -233,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--grad-accum", type=int, default=4)
     sp.add_argument("--lr", type=float, default=2e-4)
     sp.add_argument("--lora-r", type=int, default=8)
+    sp.add_argument("--lora-alpha", type=int, help="LoRA scale numerator (default: 2 x --lora-r)")
+    sp.add_argument("--lora-targets", default="attention",
+                    help="modules with LoRA: 'attention' (q,k,v,o; default), 'all' (attention + MLP) or a list")
     sp.add_argument("--threads", type=int, help="torch CPU threads")
     sp.add_argument("--limit-examples", type=int, help="train on the first N examples (smoke runs)")
     sp.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")

@@ -68,3 +68,13 @@ def test_unknown_backbone_is_an_argparse_error(env, capsys) -> None:
         main(["backbone", "train", "--model", "bpr-gnn"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'bpr-gnn'" in capsys.readouterr().err
+
+
+def test_lora_targets_name_sets_or_modules() -> None:
+    from recranker.cli import CLIError, _lora_targets
+
+    assert _lora_targets("attention") == ("q_proj", "k_proj", "v_proj", "o_proj")
+    assert set(_lora_targets("all")) >= {"gate_proj", "up_proj", "down_proj", "q_proj"}
+    assert _lora_targets(" q_proj , v_proj ") == ("q_proj", "v_proj")
+    with pytest.raises(CLIError, match="--lora-targets"):
+        _lora_targets(" , ")
