@@ -86,6 +86,19 @@ def cmd_evaluate(args, settings: Settings) -> None:
         Path(args.markdown).write_text("\n".join(run.tables))
 
 
+def cmd_new_items(args, settings: Settings) -> None:
+    if not 0.0 < args.share < 1.0:
+        raise CLIError(f"--share must be between 0 and 1 (exclusive), got {args.share}")
+    try:
+        run = pipeline.evaluate_new_items(settings, _data(args), adapter=args.adapter, share=args.share,
+                                          seed=args.seed, num_candidates=_num_candidates(args, settings),
+                                          stage=args.stage, users=args.users)
+    except pipeline.PipelineError as e:
+        raise CLIError(str(e)) from None
+    _write_json(args.json, run.result)
+    print("\n".join(run.tables))
+
+
 def cmd_weights(args, settings: Settings) -> None:
     try:
         run = pipeline.choose_hybrid_weights(
@@ -277,6 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--markdown", help="also write the tables here")
     sp.add_argument("--chart", help="also write PNG charts (one per hint setting) with this name")
     sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("new-items", help="the LLM on items no backbone has a score for, vs a random order (paired)")
+    data_args(sp)
+    sp.add_argument("--adapter", help="PEFT adapter folder, or 'none' for the base model (default: RECRANKER_ADAPTER)")
+    sp.add_argument("--share", type=float, default=0.2, help="share of the catalogue treated as new (default 0.2)")
+    sp.add_argument("--stage", choices=("test", "valid"), default="test")
+    sp.add_argument("--users", type=int, help="evaluate a seeded random subset of the eligible users")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--candidates", type=int, help="new items per user, the held-out one included (default 10)")
+    sp.add_argument("--json", required=True, help="write the result here")
+    sp.set_defaults(func=cmd_new_items)
 
     sp = sub.add_parser("weights", help="choose hybrid weights on validation users, save beside the adapter")
     eval_args(sp)

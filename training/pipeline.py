@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from stack.build import Stack, build_stack, load_backbone, load_split
 from stack.settings import Settings, ranker_config
 
@@ -130,6 +132,36 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
     out["paired"] = first["paired"]
     out["candidate_ceiling"] = first["candidate_ceiling"]
     return EvaluationRun(out, tables, charts)
+
+
+def evaluate_new_items(settings: Settings, data: DataChoice, *, adapter: str | None, share: float, seed: int,
+                       num_candidates: int, stage: str, users: int | None) -> EvaluationRun:
+    """The LLM on items no backbone has a score for (``training.new_items``): each mode vs a
+    score-free (seeded random) order, paired, on the users whose held-out like is new."""
+    from training.evaluate import report
+    from training.new_items import MODES_ONLY, hold_out_items, new_item_cases, rank_cases
+    from training.report import PAIRED_RESAMPLES, markdown_paired_table, markdown_table
+
+    built = _eval_stack(settings, data, "pop", seed, adapter)  # the backbone is not used: new items have no score
+    new_items = hold_out_items(built.split.dataset.n_items, share, seed)
+    cases = new_item_cases(built.split, new_items, stage, num_candidates, seed)
+    if users is not None and users < len(cases):
+        keep = sorted(np.random.default_rng(seed).choice(len(cases), size=users, replace=False).tolist())
+        cases = [cases[k] for k in keep]
+    if not cases:
+        raise PipelineError(f"no {stage} user has a new held-out like and {num_candidates - 1} unrated new items "
+                            f"({len(new_items)} new items): raise --share or lower --candidates")
+    result = report(rank_cases(built.split, built.ranker, cases), MODES_ONLY, seed=seed)
+    adapter_path = str(built.adapter.path) if built.adapter else None
+    out = {"dataset": built.dataset.name, "adapter": adapter_path, "model": built.ranker.engine.model_name,
+           "stage": stage, "share": share, "new_items": len(new_items), "num_candidates": num_candidates,
+           "seed": seed, "hints": "off", "backbone_row": "seeded random order (no scores for new items)", **result}
+    title = (f"{built.dataset.name}, {len(new_items)} new items ({share:.0%}), {num_candidates} new candidates, "
+             f"adapter={adapter_path or 'none'}, hints off, {stage} users whose held-out like is new: {result['users']}")
+    tables = [markdown_table(result["rows"], title + " ('backbone' = random order)"),
+              markdown_paired_table(result["paired"], f"paired differences vs the random order, same {result['users']} "
+                                                      f"users, mean [95% bootstrap CI, {PAIRED_RESAMPLES} resamples]")]
+    return EvaluationRun(out, tables, [(result["rows"], "new-items", title)])
 
 
 def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str, adapter: str | None,
