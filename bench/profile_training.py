@@ -23,9 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 from bench.bench_ranker import cpu_model
 from stack.settings import Settings
 from training.data_io import EXAMPLES_FILE, read_jsonl
-from training.tune import PackedRequests, TuneConfig, build_model
-
-TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from training.tune import LORA_TARGET_SETS, PackedRequests, TuneConfig, build_model
 
 
 def measure(data: Path, dropout: float, steps: int, rows_shown: int, settings: Settings) -> dict:
@@ -34,7 +32,7 @@ def measure(data: Path, dropout: float, steps: int, rows_shown: int, settings: S
 
     rows = read_jsonl(data / EXAMPLES_FILE)[: steps + 2]
     cfg = TuneConfig(dataset_dir=data, output_dir=Path("unused"), model_cache_dir=settings.models_dir,
-                     target_modules=TARGETS, lora_dropout=dropout)
+                     target_modules=LORA_TARGET_SETS["all"], lora_dropout=dropout)
     engine = HFEngine(prepare_model(settings.base_model, settings.models_dir), device="cpu")
     objective = PackedRequests(engine)
     encoded = [objective.encode(r, []) for r in rows]

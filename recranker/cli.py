@@ -152,14 +152,10 @@ def cmd_instructions_requests(args, settings: Settings) -> None:
           f"from {info['sampling']['n_unique']} users to {out}")
 
 
-LORA_TARGET_SETS = {
-    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
-    "all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-}
-
-
 def _lora_targets(spec: str) -> tuple[str, ...]:
     """'attention', 'all' (attention + MLP) or a comma-separated list of module names."""
+    from training.tune import LORA_TARGET_SETS
+
     if spec in LORA_TARGET_SETS:
         return LORA_TARGET_SETS[spec]
     names = tuple(n.strip() for n in spec.split(",") if n.strip())
@@ -266,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lora-r", type=int, default=8)
     sp.add_argument("--lora-alpha", type=int, help="LoRA scale numerator (default: 2 x --lora-r)")
     sp.add_argument("--lora-dropout", type=float, default=0.0,
-                    help="dropout on the LoRA input (default 0: its masks cost a third of a CPU step)")
+                    help="dropout on the LoRA input (default 0: its masks cost a quarter of a CPU step)")
     sp.add_argument("--lora-targets", default="attention",
                     help="modules with LoRA: 'attention' (q,k,v,o; default), 'all' (attention + MLP) or a list")
     sp.add_argument("--threads", type=int, help="torch CPU threads")

@@ -71,12 +71,21 @@ class UserOutcome:
         return self.target in self.candidates
 
 
+def seeded_subset(values: Sequence[int], size: int | None, seed: int) -> list[int]:
+    """``size`` of ``values`` drawn without replacement with ``seed``, sorted; all when None or
+    not fewer than ``size``."""
+    if size is None or size >= len(values):
+        return list(values)
+    return sorted(np.random.default_rng(seed).choice(values, size=size, replace=False).tolist())
+
+
 def select_users(split: Split, config: EvalConfig) -> list[int]:
-    users = split.eval_users(config.stage)
-    if config.users is not None and config.users < len(users):
-        rng = np.random.default_rng(config.seed)
-        users = sorted(rng.choice(users, size=config.users, replace=False).tolist())
-    return users
+    return seeded_subset(split.eval_users(config.stage), config.users, config.seed)
+
+
+def scores_by_mode(result) -> dict[str, dict[str, float]]:
+    """Per mode, each item's normalised score from a RankResult (what an outcome stores)."""
+    return {m: {it.item_id: it.mode_scores[m] for it in result.items} for m in result.modes}
 
 
 def retrieve(split: Split, generator: CandidateGenerator, users: Sequence[int], config: EvalConfig):
@@ -160,8 +169,7 @@ def collect(
                 )
                 result = ranker.rank(request)
                 outcome.degraded = result.degraded
-                for m in result.modes:
-                    outcome.mode_scores[m] = {it.item_id: it.mode_scores[m] for it in result.items}
+                outcome.mode_scores = scores_by_mode(result)
             outcomes.append(outcome)
             if sink:
                 sink.write(json.dumps(asdict(outcome)) + "\n")

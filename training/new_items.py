@@ -25,7 +25,7 @@ from ranker.ensemble import EnsembleWeights
 from ranker.ranker import Ranker, RankRequest
 from ranker.types import MODES
 from stack.profiles import candidates_from_items, profile_from_events
-from training.evaluate import UserOutcome
+from training.evaluate import UserOutcome, scores_by_mode
 
 # The LLM rows only: no backbone prior exists for new items.
 MODES_ONLY = EnsembleWeights(backbone=0.0)
@@ -55,7 +55,7 @@ def new_item_cases(split: Split, new_items: frozenset[int], stage: Stage, num_ca
     if num_candidates < 2:
         raise ValueError(f"num_candidates must be >= 2, got {num_candidates}")
     rng = np.random.default_rng(seed)
-    pool = np.array(sorted(new_items))
+    pool = sorted(new_items)
     cases = []
     for u in split.eval_users(stage):
         us = split.users[u]
@@ -63,7 +63,7 @@ def new_item_cases(split: Split, new_items: frozenset[int], stage: Stage, num_ca
         if target not in new_items:
             continue
         seen = us.seen(stage) | {target}
-        others = [int(i) for i in pool if int(i) not in seen]
+        others = [i for i in pool if i not in seen]
         if len(others) < num_candidates - 1:
             continue
         picked = rng.choice(len(others), size=num_candidates - 1, replace=False)
@@ -89,9 +89,7 @@ def rank_cases(split: Split, ranker: Ranker, cases: Sequence[NewItemCase], progr
         outcome = UserOutcome(
             user_id=uid, target=ds.item_ids[case.target], candidates=[ds.item_ids[i] for i in case.candidates],
             backbone_scores=[0.0] * len(case.candidates),  # no scores: ties keep the random order
-            degraded=result.degraded,
+            mode_scores=scores_by_mode(result), degraded=result.degraded,
         )
-        for m in result.modes:
-            outcome.mode_scores[m] = {it.item_id: it.mode_scores[m] for it in result.items}
         outcomes.append(outcome)
     return outcomes

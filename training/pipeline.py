@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from stack.build import Stack, build_stack, load_backbone, load_split
 from stack.settings import Settings, ranker_config
 
@@ -138,16 +136,14 @@ def evaluate_new_items(settings: Settings, data: DataChoice, *, adapter: str | N
                        num_candidates: int, stage: str, users: int | None) -> EvaluationRun:
     """The LLM on items no backbone has a score for (``training.new_items``): each mode vs a
     score-free (seeded random) order, paired, on the users whose held-out like is new."""
-    from training.evaluate import report
+    from training.evaluate import report, seeded_subset
     from training.new_items import MODES_ONLY, hold_out_items, new_item_cases, rank_cases
     from training.report import PAIRED_RESAMPLES, markdown_paired_table, markdown_table
 
     built = _eval_stack(settings, data, "pop", seed, adapter)  # the backbone is not used: new items have no score
     new_items = hold_out_items(built.split.dataset.n_items, share, seed)
     cases = new_item_cases(built.split, new_items, stage, num_candidates, seed)
-    if users is not None and users < len(cases):
-        keep = sorted(np.random.default_rng(seed).choice(len(cases), size=users, replace=False).tolist())
-        cases = [cases[k] for k in keep]
+    cases = [cases[k] for k in seeded_subset(range(len(cases)), users, seed)]
     if not cases:
         raise PipelineError(f"no {stage} user has a new held-out like and {num_candidates - 1} unrated new items "
                             f"({len(new_items)} new items): raise --share or lower --candidates")
