@@ -7,6 +7,7 @@ external id of user index ``u``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -70,6 +71,20 @@ def _build(name: str, rows: list[tuple[str, str, float, int]], items: dict[str, 
         timestamps=np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows)),
         fingerprint=fp,
     )
+
+
+def without_items(ds: Dataset, items: frozenset[int] | set[int], tag: str) -> Dataset:
+    """``ds`` with every interaction on ``items`` removed, the catalogue and user indices kept
+    (so item indices still match the full dataset). A distinct name and fingerprint keep
+    artifacts trained on it (backbones, instruction data) apart from the full dataset's."""
+    if not tag or "/" in tag:
+        raise ValueError(f"tag must be a non-empty name without '/', got {tag!r}")
+    keep = ~np.isin(ds.items, np.fromiter(sorted(items), dtype=np.int64, count=len(items)))
+    marker = ",".join(map(str, sorted(items))).encode()
+    fingerprint = hashlib.sha256(ds.fingerprint.encode() + b"|without|" + marker).hexdigest()
+    return Dataset(name=f"{ds.name}-without-{tag}", user_ids=list(ds.user_ids), item_ids=list(ds.item_ids),
+                   titles=list(ds.titles), users=ds.users[keep], items=ds.items[keep], ratings=ds.ratings[keep],
+                   timestamps=ds.timestamps[keep], fingerprint=fingerprint)
 
 
 def _natural_key(s: str) -> tuple[int, int | str]:

@@ -146,8 +146,11 @@ def cmd_instructions_requests(args, settings: Settings) -> None:
     bad = [b for b in backbones if b not in BACKBONES]
     if not backbones or bad:
         raise CLIError(f"--backbones takes a comma-separated list of {', '.join(BACKBONES)}; got {args.backbones!r}")
+    if args.without_new_items is not None and not 0.0 < args.without_new_items < 1.0:
+        raise CLIError(f"--without-new-items must be between 0 and 1 (exclusive), got {args.without_new_items}")
+    new_items = None if args.without_new_items is None else (args.without_new_items, args.new_items_seed)
     out, info = pipeline.build_request_dataset(settings, _data(args), backbones=backbones, sampling=args.sampling,
-                                               budget=args.budget, seed=args.seed, out=args.out)
+                                               budget=args.budget, seed=args.seed, out=args.out, new_items=new_items)
     print(f"wrote {info['n_examples']} requests ({info['n_questions']} questions, {info['per_backbone']}) "
           f"from {info['sampling']['n_unique']} users to {out}")
 
@@ -248,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--budget", type=int, default=5000, help="user draws N (the method's budget for ML-100K)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", help="output folder (default: <home>/instructions/<name>)")
+    sp.add_argument("--without-new-items", type=float, metavar="SHARE",
+                    help="leave out the items `recranker new-items --share SHARE` treats as new (a clean "
+                         "cold-start adapter: no backbone or example mentions them)")
+    sp.add_argument("--new-items-seed", type=int, default=0, help="the new-items draw's seed (default 0)")
     sp.set_defaults(func=cmd_instructions_requests)
 
     sp = sub.add_parser("tune", help="LoRA instruction tuning -> a PEFT adapter folder")

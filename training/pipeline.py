@@ -259,9 +259,14 @@ def build_instruction_dataset(settings: Settings, data: DataChoice, *, backbone:
 
 
 def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tuple[str, ...], sampling: str,
-                          budget: int, seed: int, out: str | None) -> tuple[Path, dict]:
+                          budget: int, seed: int, out: str | None,
+                          new_items: tuple[float, int] | None = None) -> tuple[Path, dict]:
     """Sample users, build request-shaped examples (training/requests.py) with candidates and
-    hints from each backbone trained one like earlier, write them. Returns (folder, manifest)."""
+    hints from each backbone trained one like earlier, write them. Returns (folder, manifest).
+
+    ``new_items`` = (share, seed): the items ``recranker new-items`` treats as new for the
+    same share and seed are removed from the data first, so neither the backbones nor the
+    instruction examples ever mention them (a clean cold-start adapter)."""
     from transformers import AutoTokenizer
 
     from candidate_gen.split import one_like_earlier
@@ -272,6 +277,14 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
     from training.sampling import SamplingConfig, sample_users, save_sampled
 
     split = data.split(settings)
+    if new_items is not None:
+        from candidate_gen.data import without_items
+        from candidate_gen.split import leave_one_out
+        from training.new_items import hold_out_items
+
+        share, items_seed = new_items
+        held = hold_out_items(split.dataset.n_items, share, items_seed)
+        split = leave_one_out(without_items(split.dataset, held, f"new-items-{share:g}-seed{items_seed}"))
     loaded = {name: shifted_backbone(settings.home, split, name, seed) for name in backbones}
     first = loaded[backbones[0]]  # its user vectors drive the clustering part of adaptive sampling
     sampled = sample_users(one_like_earlier(split), SamplingConfig(method=sampling, budget=budget), seed=seed,

@@ -106,3 +106,20 @@ def test_generic_half_star_scale_is_loaded_and_split_by_the_like_rule(tmp_path):
     assert sorted(set(ds.ratings.tolist())) == stars
     counts = leave_one_out(ds).counts()
     assert counts["likes"] == 3 * 3 and counts["dislikes"] == 3 * 4  # 4.0/4.5/5.0 liked; 0.5..2.0 disliked
+
+
+def test_without_items_drops_their_interactions_and_keeps_every_index():
+    from candidate_gen.data import without_items
+    from tests.datasets import dataset_from_rows
+
+    ds = dataset_from_rows([(0, 0, 5, 1), (0, 1, 4, 2), (1, 2, 3, 3), (1, 1, 2, 4)], n_users=2, n_items=3)
+    cut = without_items(ds, frozenset({1}), "new-items")
+    assert list(zip(cut.users.tolist(), cut.items.tolist(), cut.ratings.tolist(), cut.timestamps.tolist())) == [
+        (0, 0, 5.0, 1), (1, 2, 3.0, 3)]
+    # the catalogue and user ids stay, so item indices still match the full dataset's
+    assert (cut.item_ids, cut.titles, cut.user_ids) == (ds.item_ids, ds.titles, ds.user_ids)
+    assert cut.name == "synthetic-without-new-items"
+    assert cut.fingerprint not in (ds.fingerprint, without_items(ds, frozenset({2}), "new-items").fingerprint)
+    assert len(ds.items) == 4  # the input is untouched
+    with pytest.raises(ValueError, match="tag"):
+        without_items(ds, frozenset({1}), "a/b")

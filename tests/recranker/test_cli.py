@@ -78,3 +78,10 @@ def test_lora_targets_name_sets_or_modules() -> None:
     assert _lora_targets(" q_proj , v_proj ") == ("q_proj", "v_proj")
     with pytest.raises(CLIError, match="--lora-targets"):
         _lora_targets(" , ")
+
+
+def test_without_new_items_share_out_of_range_is_one_line_exit_2(env, capsys) -> None:
+    out = env / "requests"
+    assert main(["instructions", "requests", "--without-new-items", "1.5", "--out", str(out)]) == 2
+    assert "--without-new-items must be between 0 and 1" in _one_error_line(capsys)
+    assert not out.exists()
