@@ -87,6 +87,25 @@ def test_a_target_outside_the_pool_is_skipped(split):
         RequestExampleConfig(pool=5)
 
 
+def test_examples_from_data_without_new_items_never_mention_them():
+    from candidate_gen.data import without_items
+    from training.new_items import hold_out_items
+
+    full = synthetic_dataset()
+    held = hold_out_items(full.n_items, 0.2, seed=0)
+    cut = leave_one_out(without_items(full, held, "new-items"))
+    rows = build_request_examples(cut, {"pop": _Loaded(_shifted_pop(cut))}, list(cut.users),
+                                  RequestExampleConfig(pool=40), seed=0)
+    held_ids = {full.item_ids[i] for i in held}
+    assert rows and held_ids
+    assert not any(held_ids & (set(r["items"]) | set(r["history"])) for r in rows)
+    # the same build on the full data does show them: the check above can fail
+    full_split = leave_one_out(full)
+    rows_full = build_request_examples(full_split, {"pop": _Loaded(_shifted_pop(full_split))},
+                                       list(full_split.users), RequestExampleConfig(pool=40), seed=0)
+    assert any(held_ids & (set(r["items"]) | set(r["history"])) for r in rows_full)
+
+
 @pytest.mark.slow
 def test_packed_training_forward_equals_engine_scoring(split, hf_engine):
     loaded = {"pop": _Loaded(_shifted_pop(split))}
