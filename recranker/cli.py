@@ -92,7 +92,8 @@ def cmd_new_items(args, settings: Settings) -> None:
     try:
         run = pipeline.evaluate_new_items(settings, _data(args), adapter=args.adapter, share=args.share,
                                           seed=args.seed, num_candidates=_num_candidates(args, settings),
-                                          stage=args.stage, users=args.users)
+                                          stage=args.stage, users=args.users,
+                                          outcomes_path=Path(args.outcomes) if args.outcomes else None)
     except pipeline.PipelineError as e:
         raise CLIError(str(e)) from None
     _write_json(args.json, run.result)
@@ -306,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--candidates", type=int, help="new items per user, the held-out one included (default 10)")
     sp.add_argument("--json", required=True, help="write the result here")
+    sp.add_argument("--outcomes", help="also write each user's outcome here (JSON lines) for a per-user "
+                                       "comparison of two adapters: python -m bench.compare_runs A B")
     sp.set_defaults(func=cmd_new_items)
 
     sp = sub.add_parser("weights", help="choose hybrid weights on validation users, save beside the adapter")

@@ -133,9 +133,12 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
 
 
 def evaluate_new_items(settings: Settings, data: DataChoice, *, adapter: str | None, share: float, seed: int,
-                       num_candidates: int, stage: str, users: int | None) -> EvaluationRun:
+                       num_candidates: int, stage: str, users: int | None,
+                       outcomes_path: Path | None = None) -> EvaluationRun:
     """The LLM on items no backbone has a score for (``training.new_items``): each mode vs a
-    score-free (seeded random) order, paired, on the users whose held-out like is new."""
+    score-free (seeded random) order, paired, on the users whose held-out like is new.
+    ``outcomes_path``: also write each user's outcome there (JSON lines, the evaluation
+    cache's format), so two adapters can be compared per user (bench/compare_runs.py)."""
     from training.evaluate import report, seeded_subset
     from training.new_items import MODES_ONLY, hold_out_items, new_item_cases, rank_cases
     from training.report import PAIRED_RESAMPLES, markdown_paired_table, markdown_table
@@ -147,7 +150,12 @@ def evaluate_new_items(settings: Settings, data: DataChoice, *, adapter: str | N
     if not cases:
         raise PipelineError(f"no {stage} user has a new held-out like and {num_candidates - 1} unrated new items "
                             f"({len(new_items)} new items): raise --share or lower --candidates")
-    result = report(rank_cases(built.split, built.ranker, cases), MODES_ONLY, seed=seed)
+    outcomes = rank_cases(built.split, built.ranker, cases)
+    if outcomes_path is not None:
+        from training.data_io import write_jsonl_atomic
+
+        write_jsonl_atomic(outcomes_path, [asdict(o) for o in outcomes])
+    result = report(outcomes, MODES_ONLY, seed=seed)
     adapter_path = str(built.adapter.path) if built.adapter else None
     out = {"dataset": built.dataset.name, "adapter": adapter_path, "model": built.ranker.engine.model_name,
            "stage": stage, "share": share, "new_items": len(new_items), "num_candidates": num_candidates,

@@ -17,6 +17,7 @@ from stack.settings import Settings
 from tests.datasets import dataset_from_rows
 from tests.ranker.test_ranker import KeywordEngine
 from training import pipeline
+from training.evaluate import read_outcomes
 from training.new_items import hold_out_items, new_item_cases
 from training.pipeline import DataChoice
 
@@ -73,9 +74,14 @@ def test_a_title_reading_ranker_beats_the_random_order(tmp_path, monkeypatch) ->
     monkeypatch.setattr(pipeline, "_eval_stack", lambda *a, **k: stack)
     settings = Settings(_env_file=None, home=tmp_path / "home")
 
+    outcomes_file = tmp_path / "outcomes.jsonl"
     run = pipeline.evaluate_new_items(settings, DataChoice(), adapter="none", share=0.5, seed=1, num_candidates=5,
-                                      stage="test", users=None)
+                                      stage="test", users=None, outcomes_path=outcomes_file)
     out = run.result
+    written = read_outcomes(outcomes_file)  # per-user outcomes, readable as an evaluation cache
+    assert len(written) == out["users"]
+    assert all(o.target in o.candidates and set(o.mode_scores) == {"pointwise", "pairwise", "listwise"}
+               for o in written.values())
     cases = new_item_cases(split, hold_out_items(N_ITEMS, 0.5, 1), "test", 5, 1)
     assert out["users"] == len(cases) == out["users_with_target_in_candidates"] and out["candidate_ceiling"] == 1
     assert out["hints"] == "off" and out["weights"]["backbone"] == 0
