@@ -181,7 +181,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
     validation-to-test gap; it reuses `recranker evaluate`'s cached test outcomes."""
     from ranker.ensemble import load_weight_set
     from training.evaluate import EvalConfig
-    from training.weights import Selection, save_weights, select_weights, weight_set_from
+    from training.weights import Selection, load_selection, save_weights, select_weights, weight_set_from
 
     built = _eval_stack(settings, data, backbone, seed, adapter)
     if built.adapter is None:
@@ -214,6 +214,10 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         on = Selection(existing.hints_on, existing.llm_helps.get("hints_on", True),
                        existing.evidence.get("hints_on", {"note": "kept from an earlier selection"}))
         selections[True] = on
+        # the record of that earlier choice stays beside the new one (it would otherwise be lost)
+        earlier = load_selection(built.adapter.path).get("hints_on")
+        if earlier is not None:
+            details["hints_on"] = earlier
     weight_set = weight_set_from(selections)
     path = save_weights(weight_set, built.adapter.path, details)
     return {"path": str(path), "weights": weight_set.to_dict(), "describe": weight_set.describe(),

@@ -140,6 +140,15 @@ def weight_set_from(selections: dict[bool, Selection]) -> WeightSet:
                      evidence={key[h]: s.evidence for h, s in selections.items()})
 
 
+SELECTION_FILE = "hybrid_weights_selection.json"
+
+
+def load_selection(adapter_dir: Path) -> dict:
+    """The selection record beside the weights ({} when there is none yet)."""
+    path = Path(adapter_dir) / SELECTION_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def save_weights(weights: EnsembleWeights | WeightSet, adapter_dir: Path, details: dict) -> Path:
     """hybrid_weights.json (read by the ranker) and a selection record beside it.
 
@@ -150,5 +159,5 @@ def save_weights(weights: EnsembleWeights | WeightSet, adapter_dir: Path, detail
     ws = weights if isinstance(weights, WeightSet) else WeightSet(hints_on=weights, chosen=True)
     # atomic: the service reads this file at start-up and must never see half of it
     write_text_atomic(path, json.dumps(ws.to_dict(), indent=2) + "\n")
-    write_text_atomic(adapter_dir / "hybrid_weights_selection.json", json.dumps(details, indent=2) + "\n")
+    write_text_atomic(adapter_dir / SELECTION_FILE, json.dumps(details, indent=2) + "\n")
     return path

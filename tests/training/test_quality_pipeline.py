@@ -94,11 +94,13 @@ def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny):
     selection = json.loads((stack.adapter.path / "hybrid_weights_selection.json").read_text())
     assert selection["hints_on"]["top"] and summary["path"].endswith("hybrid_weights.json")
 
-    # --hints off keeps the hints-on choice already in the file
+    # --hints off keeps the hints-on choice already in the file, and its selection record
     before = ws.hints_on
     pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
                                    seed=0, num_candidates=5, hints="off")
     assert load_weight_set(stack.adapter.path).hints_on == before
+    after = json.loads((stack.adapter.path / "hybrid_weights_selection.json").read_text())
+    assert after["hints_on"] == selection["hints_on"] and after["hints_off"]["top"]
 
 
 def test_logistic_fusion_option_records_cross_validated_and_test_figures(tiny):
