@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from bench.bench_packing import compare
-from bench.bench_ranker import build_requests, cpu_model
-from ranker.chat import to_scoring_prompt
+from bench.bench_ranker import build_requests, cpu_model, matmul_flops, scoring_prompts, test_user_ids
 from ranker.modes.registry import ALL_LABELS
 from stack.build import build_ranker, load_split, resolve_adapter
 from stack.settings import Settings
@@ -65,16 +64,15 @@ def quantize_decoder(decoder: nn.Module) -> int:
 
 
 def matmul_rates(n: int = 2048, repeats: int = 5) -> dict:
-    a = torch.randn(n, n)
-    out = {}
-    for name, x, f in (("bf16", a.bfloat16(), torch.matmul),
-                       ("int8", torch.randint(-127, 127, (n, n), dtype=torch.int8), torch._int_mm)):
-        f(x, x)
-        t = time.perf_counter()
-        for _ in range(repeats):
-            f(x, x)
-        out[f"{name}_{n}^3_gops"] = round(2 * n**3 * repeats / (time.perf_counter() - t) / 1e9, 1)
-    return out
+    """bf16 (bench_ranker.matmul_flops) and int8 (torch._int_mm, the int8 layers' kernel) rates."""
+    x = torch.randint(-127, 127, (n, n), dtype=torch.int8)
+    torch._int_mm(x, x)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        torch._int_mm(x, x)
+    int8 = 2 * n**3 * repeats / (time.perf_counter() - t)
+    return {f"bf16_{n}^3_gops": round(matmul_flops(torch.bfloat16, n, repeats) / 1e9, 1),
+            f"int8_{n}^3_gops": round(int8 / 1e9, 1)}
 
 
 def agreement(variant: list[np.ndarray], reference: list[np.ndarray], modes: list[list[str]]) -> dict:
@@ -95,7 +93,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     settings = Settings().model_copy(update={"prefix_cache_mb": 0})  # every request pays its prefix
     split = load_split(settings)
-    ids = [u for u in split.dataset.user_ids if split.users[split.dataset.user_index[u]].held_out("test") is not None]
+    ids = test_user_ids(split)
     result = {"machine": cpu_model(), "threads": torch.get_num_threads(), "users": args.users,
               "matmul": matmul_rates(), "variants": {}}
     print(result["matmul"], flush=True)
@@ -106,9 +104,8 @@ def main(argv=None) -> None:
         engine = ranker.engine
         swapped = quantize_decoder(engine._decoder) if variant == "int8" else 0
         requests = build_requests(split, ids[: args.users + 1], settings.num_candidates)
-        plans = [ranker.plans(r) for r in requests]
-        prompts = [[to_scoring_prompt(engine, p) for plan in ps.values() for p in plan.prompts] for ps in plans]
-        modes = [[mode for mode, plan in ps.items() for _ in plan.prompts] for ps in plans[1:]]
+        prompts, modes = scoring_prompts(ranker, engine, requests)
+        modes = modes[1:]  # the first request only warms up
         engine.score(prompts[0], ALL_LABELS)  # warm-up
         seconds, logprobs[variant] = [], []
         for user_prompts in prompts[1:]:

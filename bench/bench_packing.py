@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.bench_ranker import build_requests, cpu_model
-from ranker.chat import to_scoring_prompt
+from bench.bench_ranker import build_requests, cpu_model, scoring_prompts, test_user_ids
 from ranker.engines.hf import HFEngine
 from ranker.modes.base import label_probs
 from ranker.modes.registry import ALL_LABELS, LABEL_COLUMNS
@@ -63,7 +62,7 @@ def main(argv=None) -> None:
 
     settings = Settings()
     split = load_split(settings)
-    ids = [u for u in split.dataset.user_ids if split.users[split.dataset.user_index[u]].held_out("test") is not None]
+    ids = test_user_ids(split)
     adapter = resolve_adapter(settings)
     ranker = build_ranker(settings.model_copy(update={"prefix_cache_mb": 0}), adapter)
     merged = ranker.engine
@@ -72,9 +71,8 @@ def main(argv=None) -> None:
     apart = HFEngine(merged.model_path, adapter=adapter, device=str(merged.device), dtype=merged.dtype,
                      merge_adapter=False)
     requests = build_requests(split, ids[: args.users + 1], settings.num_candidates)
-    plans = [ranker.plans(r) for r in requests]
-    prompts = [[to_scoring_prompt(merged, p) for plan in ps.values() for p in plan.prompts] for ps in plans]
-    modes = [[mode for mode, plan in ps.items() for _ in plan.prompts] for ps in plans[1:]]
+    prompts, modes = scoring_prompts(ranker, merged, requests)
+    modes = modes[1:]  # the first request only warms up
     variants = [("apart", 1024), ("apart", 256)] + [("merged", p) for p in packs]
     engines = {"apart": apart, "merged": merged}
     for engine in engines.values():

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from candidate_gen.split import Split
+from ranker.chat import to_scoring_prompt
 from ranker.engines.hf import HFEngine
 from ranker.ensemble import EnsembleWeights
 from ranker.engines.prefix_cache import PrefixCache
@@ -86,6 +87,19 @@ def build_requests(split: Split, user_ids: list[str], n_candidates: int, offset:
         # backbone alone (no LLM) — this benchmark measures the LLM stage at all three modes
         out.append(RankRequest(profile_from_events(ds, user_id, us.context("test")), cands, weights=EnsembleWeights()))
     return out
+
+
+def test_user_ids(split: Split) -> list[str]:
+    """Users with a held-out test like, in dataset order (the users every bench draws from)."""
+    return [u for u in split.dataset.user_ids if split.users[split.dataset.user_index[u]].held_out("test") is not None]
+
+
+def scoring_prompts(ranker: Ranker, engine, requests: list[RankRequest]) -> tuple[list[list], list[list[str]]]:
+    """Per request: the engine's scoring prompts of every planned mode, and each prompt's mode."""
+    plans = [ranker.plans(r) for r in requests]
+    prompts = [[to_scoring_prompt(engine, p) for plan in ps.values() for p in plan.prompts] for ps in plans]
+    modes = [[mode for mode, plan in ps.items() for _ in plan.prompts] for ps in plans]
+    return prompts, modes
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -253,7 +267,7 @@ def main(argv=None) -> None:
 
     settings = Settings()
     split = load_split(settings)
-    ids = [u for u in split.dataset.user_ids if split.users[split.dataset.user_index[u]].held_out("test") is not None]
+    ids = test_user_ids(split)
     if len(ids) < args.users + 1:
         raise SystemExit(f"only {len(ids)} users with a test like")
     users, warm_user = ids[: args.users], ids[-1]

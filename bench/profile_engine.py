@@ -16,8 +16,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.bench_ranker import build_requests
-from ranker.chat import to_scoring_prompt
+from bench.bench_ranker import build_requests, scoring_prompts, test_user_ids
 from ranker.modes.registry import ALL_LABELS
 from stack.build import build_ranker, load_split, resolve_adapter
 from stack.settings import Settings
@@ -33,12 +32,11 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     settings = Settings().model_copy(update={"prefix_cache_mb": 0})
     split = load_split(settings)
-    ids = [u for u in split.dataset.user_ids if split.users[split.dataset.user_index[u]].held_out("test") is not None]
+    ids = test_user_ids(split)
     ranker = build_ranker(settings, resolve_adapter(settings))
     engine = ranker.engine
     requests = build_requests(split, ids[: args.users + 2], settings.num_candidates)
-    prompts = [[to_scoring_prompt(engine, p) for plan in ranker.plans(r).values() for p in plan.prompts]
-               for r in requests]
+    prompts, _ = scoring_prompts(ranker, engine, requests)
     first = prompts[0]
     suffixes = [engine.count_tokens(p.suffix) for p in first]
     print(f"prefix {engine.count_tokens(first[0].prefix)} tokens; {len(suffixes)} suffixes, {sum(suffixes)} tokens: "
