@@ -25,7 +25,9 @@ from training.evaluate import UserOutcome, row_ranks
 from training.report import PAIRED_RESAMPLES, bootstrap_ci, per_user_metrics
 
 MODE_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
-BACKBONE_STEPS = (0.0, 0.15, 0.3, 0.5, 1.0, 2.0)
+# Up to 5: the best LLM mixes on validation sat at the old edge (2), where the LLM only
+# reorders near-ties of the backbone; the grid should contain its optimum, not clip it.
+BACKBONE_STEPS = (0.0, 0.15, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0)
 BACKBONE_ONLY = EnsembleWeights(pointwise=0.0, pairwise=0.0, listwise=0.0, backbone=1.0)
 CV_FOLDS = 5
 
