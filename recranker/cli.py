@@ -168,6 +168,17 @@ def _lora_targets(spec: str) -> tuple[str, ...]:
     return names
 
 
+def _tasks(spec: str) -> tuple[str, ...]:
+    """A comma-separated subset of the three modes."""
+    from ranker.types import MODES
+
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    bad = [n for n in names if n not in MODES]
+    if not names or bad:
+        raise CLIError(f"--tasks takes a comma-separated subset of {','.join(MODES)}; got {spec!r}")
+    return names
+
+
 def cmd_tune(args, settings: Settings) -> None:
     from training.tune import TuneConfig, tune
 
@@ -178,7 +189,8 @@ def cmd_tune(args, settings: Settings) -> None:
                      lora_dropout=args.lora_dropout,
                      target_modules=_lora_targets(args.lora_targets), seed=args.seed, resume=args.resume,
                      num_threads=args.threads, limit_examples=args.limit_examples, device=settings.device,
-                     init_adapter=Path(args.init_adapter) if args.init_adapter else None)
+                     init_adapter=Path(args.init_adapter) if args.init_adapter else None,
+                     tasks=_tasks(args.tasks))
     path = tune(cfg)
     print(f"adapter written to {path}")
 
@@ -273,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dropout on the LoRA input (default 0: its masks cost a quarter of a CPU step)")
     sp.add_argument("--lora-targets", default="attention",
                     help="modules with LoRA: 'attention' (q,k,v,o; default), 'all' (attention + MLP) or a list")
+    sp.add_argument("--tasks", default="pointwise,pairwise,listwise",
+                    help="train on these modes' questions only (comma-separated; default all three)")
     sp.add_argument("--threads", type=int, help="torch CPU threads")
     sp.add_argument("--limit-examples", type=int, help="train on the first N examples (smoke runs)")
     sp.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")

@@ -80,6 +80,17 @@ def test_lora_targets_name_sets_or_modules() -> None:
         _lora_targets(" , ")
 
 
+def test_tune_tasks_subset_of_modes(env, capsys) -> None:
+    from recranker.cli import _tasks
+
+    assert _tasks("listwise") == ("listwise",)
+    assert _tasks(" pairwise , listwise ") == ("pairwise", "listwise")
+    out = env / "adapter"
+    assert main(["tune", "--data", str(env), "--out", str(out), "--tasks", "listwise,ranking"]) == 2
+    assert "--tasks takes a comma-separated subset of pointwise,pairwise,listwise" in _one_error_line(capsys)
+    assert not out.exists()
+
+
 def test_without_new_items_share_out_of_range_is_one_line_exit_2(env, capsys) -> None:
     out = env / "requests"
     assert main(["instructions", "requests", "--without-new-items", "1.5", "--out", str(out)]) == 2
