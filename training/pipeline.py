@@ -173,7 +173,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
                           fusion: str = "grid", test_gap: bool = False) -> dict:
     """Choose the hybrid weights on validation users, per hint setting ('on', 'off', 'both'),
     with the paired rule of ``training.weights.select_weights``; write them beside the adapter.
-    'off' keeps the hints-on weights already in the file. Returns a summary for the CLI.
+    The setting not run keeps the weights already chosen for it. Returns a summary for the CLI.
 
     ``fusion='logistic'`` also fits the learned fusion (training.fusion) on the same
     validation outcomes and records it (not served). ``test_gap`` scores the chosen grid
@@ -207,17 +207,24 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
             from training.fusion import learn_fusion
 
             details[key]["fusion"] = learn_fusion(valid, test, seed=seed).to_dict()
-    if True not in selections:  # --hints off: keep the hints-on choice already made
-        existing = load_weight_set(built.adapter.path)
-        if not existing.chosen:
-            raise PipelineError(f"{built.adapter.path} has no chosen hints-on weights to keep; run with --hints on or both")
-        on = Selection(existing.hints_on, existing.llm_helps.get("hints_on", True),
-                       existing.evidence.get("hints_on", {"note": "kept from an earlier selection"}))
-        selections[True] = on
-        # the record of that earlier choice stays beside the new one (it would otherwise be lost)
-        earlier = load_selection(built.adapter.path).get("hints_on")
-        if earlier is not None:
-            details["hints_on"] = earlier
+    # the setting not run this time keeps the choice already in the file, and its record
+    # (``--hints on`` must not drop chosen hints-off weights, nor ``--hints off`` the hints-on ones)
+    existing = load_weight_set(built.adapter.path)
+    earlier_records = load_selection(built.adapter.path)
+    for use_hints in (True, False):
+        if use_hints in selections:
+            continue
+        key = "hints_on" if use_hints else "hints_off"
+        kept = existing.hints_on if use_hints else existing.hints_off
+        if not existing.chosen or kept is None:
+            if use_hints:
+                raise PipelineError(f"{built.adapter.path} has no chosen hints-on weights to keep; "
+                                    "run with --hints on or both")
+            continue  # no hints-off weights yet: the service keeps refusing hints off
+        selections[use_hints] = Selection(kept, existing.llm_helps.get(key, True),
+                                          existing.evidence.get(key, {"note": "kept from an earlier selection"}))
+        if key in earlier_records:
+            details[key] = earlier_records[key]
     weight_set = weight_set_from(selections)
     path = save_weights(weight_set, built.adapter.path, details)
     return {"path": str(path), "weights": weight_set.to_dict(), "describe": weight_set.describe(),

@@ -102,6 +102,16 @@ def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny):
     after = json.loads((stack.adapter.path / "hybrid_weights_selection.json").read_text())
     assert after["hints_on"] == selection["hints_on"] and after["hints_off"]["top"]
 
+    # and --hints on keeps the hints-off choice (it was dropped, and hints off refused, before)
+    off_before = load_weight_set(stack.adapter.path)
+    pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
+                                   seed=0, num_candidates=5, hints="on")
+    ws = load_weight_set(stack.adapter.path)
+    assert ws.hints_off == off_before.hints_off is not None
+    assert ws.llm_helps["hints_off"] == off_before.llm_helps["hints_off"]
+    final = json.loads((stack.adapter.path / "hybrid_weights_selection.json").read_text())
+    assert final["hints_off"] == after["hints_off"] and final["hints_on"]["top"]
+
 
 def test_logistic_fusion_option_records_cross_validated_and_test_figures(tiny):
     settings, stack = tiny
