@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("weights", help="choose hybrid weights on validation users, save beside the adapter")
     eval_args(sp)
     sp.add_argument("--hints", choices=("on", "off", "both"), default="both",
-                    help="hint settings to choose weights for (default both; on or off alone keeps the file's weights for the other)")
+                    help="hint settings to choose weights for (default both; on or off alone keeps the "
+                         "file's weights for the other)")
     sp.add_argument("--fusion", choices=("grid", "logistic"), default="grid",
                     help="logistic: also fit a learned fusion (per-mode z, backbone z and rank) with 5-fold "
                          "cross-validation and record it beside the weights (not served)")
