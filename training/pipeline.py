@@ -7,12 +7,15 @@ composition root (``stack.build``), the same loader the service uses.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stack.build import Stack, build_stack, load_backbone, load_split
 from stack.settings import Settings, ranker_config
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from candidate_gen.split import Split
@@ -179,9 +182,8 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
     validation outcomes and records it (not served). ``test_gap`` scores the chosen grid
     weights (and the fusion) on test users too, after every choice is made: the
     validation-to-test gap; it reuses `recranker evaluate`'s cached test outcomes."""
-    from ranker.ensemble import load_weight_set
     from training.evaluate import EvalConfig
-    from training.weights import Selection, load_selection, save_weights, select_weights, weight_set_from
+    from training.weights import Selection, save_weights, select_weights, weight_set_from
 
     built = _eval_stack(settings, data, backbone, seed, adapter)
     if built.adapter is None:
@@ -194,6 +196,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         config = EvalConfig(stage="valid", num_candidates=num_candidates, use_hints=use_hints, users=users, seed=seed)
         valid = _outcomes(settings, built, config)
         sel = select_weights(valid, seed=seed)
+        sel.evidence["adapter_revision"] = built.adapter.revision  # what these weights were chosen for
         selections[use_hints] = sel
         key = "hints_on" if use_hints else "hints_off"
         details[key] = {**sel.evidence, "served": sel.weights.to_dict(), "llm_helps": sel.llm_helps,
@@ -207,29 +210,43 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
             from training.fusion import learn_fusion
 
             details[key]["fusion"] = learn_fusion(valid, test, seed=seed).to_dict()
-    # the setting not run this time keeps the choice already in the file, and its record
-    # (``--hints on`` must not drop chosen hints-off weights, nor ``--hints off`` the hints-on ones)
-    existing = load_weight_set(built.adapter.path)
-    earlier_records = load_selection(built.adapter.path)
-    for use_hints in (True, False):
-        if use_hints in selections:
-            continue
-        key = "hints_on" if use_hints else "hints_off"
-        kept = existing.hints_on if use_hints else existing.hints_off
-        if not existing.chosen or kept is None:
-            if use_hints:
-                raise PipelineError(f"{built.adapter.path} has no chosen hints-on weights to keep; "
-                                    "run with --hints on or both")
-            continue  # no hints-off weights yet: the service keeps refusing hints off
-        selections[use_hints] = Selection(kept, existing.llm_helps.get(key, True),
-                                          existing.evidence.get(key, {"note": "kept from an earlier selection"}))
-        if key in earlier_records:
-            details[key] = earlier_records[key]
+    _keep_earlier_choice(built.adapter, selections, details)
     weight_set = weight_set_from(selections)
     path = save_weights(weight_set, built.adapter.path, details)
     return {"path": str(path), "weights": weight_set.to_dict(), "describe": weight_set.describe(),
             "users": {("hints_on" if h else "hints_off"): s.evidence.get("users") for h, s in selections.items()},
             "details": details}
+
+
+def _keep_earlier_choice(adapter, selections: dict, details: dict) -> None:
+    """The hint setting not run this time keeps the choice already in the file, and its
+    record (``--hints on`` must not drop chosen hints-off weights, nor ``--hints off`` the
+    hints-on ones), unless that choice was made for another revision of the adapter."""
+    from ranker.ensemble import load_weight_set
+    from training.weights import Selection, load_selection
+
+    existing = load_weight_set(adapter.path)
+    earlier_records = load_selection(adapter.path)
+    for use_hints in (True, False):
+        if use_hints in selections:
+            continue
+        key = "hints_on" if use_hints else "hints_off"
+        kept = existing.hints_on if use_hints else existing.hints_off
+        evidence = existing.evidence.get(key, {"note": "kept from an earlier selection"})
+        chosen_for = evidence.get("adapter_revision")  # absent in files written before it was recorded
+        stale = chosen_for is not None and chosen_for != adapter.revision
+        if not existing.chosen or kept is None or stale:
+            why = (f"were chosen for adapter revision {chosen_for}, not {adapter.revision}" if stale
+                   else "were never chosen")
+            if use_hints:
+                raise PipelineError(f"{adapter.path}: its hints-on weights {why}; run with --hints on or both")
+            if stale:
+                log.warning("%s: hints-off weights %s: dropped (the service refuses hints off until "
+                            "`recranker weights --hints off`)", adapter.path, why)
+            continue
+        selections[use_hints] = Selection(kept, existing.llm_helps.get(key, True), evidence)
+        if key in earlier_records:
+            details[key] = earlier_records[key]
 
 
 def _grid_test_gap(sel, test, seed: int) -> dict:

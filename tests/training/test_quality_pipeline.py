@@ -111,6 +111,22 @@ def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny):
     assert ws.llm_helps["hints_off"] == off_before.llm_helps["hints_off"]
     final = json.loads((stack.adapter.path / "hybrid_weights_selection.json").read_text())
     assert final["hints_off"] == after["hints_off"] and final["hints_on"]["top"]
+    assert ws.evidence["hints_on"]["adapter_revision"] == stack.adapter.revision
+
+    # weights chosen for another revision of the adapter (retrained in place) are not kept
+    path = stack.adapter.path / "hybrid_weights.json"
+    stored = json.loads(path.read_text())
+    stored["evidence"]["hints_off"]["adapter_revision"] = "an-older-adapter"
+    path.write_text(json.dumps(stored))
+    pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
+                                   seed=0, num_candidates=5, hints="on")
+    assert load_weight_set(stack.adapter.path).hints_off is None  # hints off refused until chosen again
+    stored = json.loads(path.read_text())
+    stored["evidence"]["hints_on"]["adapter_revision"] = "an-older-adapter"
+    path.write_text(json.dumps(stored))
+    with pytest.raises(pipeline.PipelineError, match="chosen for adapter revision an-older-adapter"):
+        pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
+                                       seed=0, num_candidates=5, hints="off")
 
 
 def test_logistic_fusion_option_records_cross_validated_and_test_figures(tiny):
