@@ -9,12 +9,15 @@ hybrid ensemble weights tuned beside it (``hybrid_weights.json``, one set per hi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.checksum import sha256_files
 from ranker.ensemble import EnsembleWeights, WeightSet, load_weight_set
 from ranker.model import ModelError
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "adapter_config.json"
 
@@ -50,5 +53,11 @@ def load_adapter(path: str | Path, name: str | None = None) -> Adapter:
                            "at it, or set RECRANKER_ADAPTER=none to serve the base model")
     if not (folder / CONFIG_FILE).is_file():
         raise AdapterError(f"adapter folder {folder} has no {CONFIG_FILE}")
-    return Adapter(path=folder, name=name or folder.name, revision=adapter_revision(folder),
-                   weight_set=load_weight_set(folder))
+    revision, weight_set = adapter_revision(folder), load_weight_set(folder)
+    for setting, evidence in weight_set.evidence.items():
+        chosen_for = evidence.get("adapter_revision") if isinstance(evidence, dict) else None
+        if chosen_for is not None and chosen_for != revision:
+            log.warning("%s: the %s hybrid weights were chosen for adapter revision %s, this one is %s "
+                        "(retrained in place?): choose them again with `recranker weights`",
+                        folder, setting, chosen_for, revision)
+    return Adapter(path=folder, name=name or folder.name, revision=revision, weight_set=weight_set)

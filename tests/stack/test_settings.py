@@ -70,3 +70,20 @@ def test_adapter_revision_changes_with_the_weights(tmp_path: Path) -> None:
         fh.write(b"\0")
     assert adapter_revision(tmp_path) != before
 
+
+def test_weights_chosen_for_another_revision_are_flagged(tmp_path: Path, caplog) -> None:
+    from ranker.adapter import load_adapter
+
+    for f in ("adapter_config.json", "adapter_model.safetensors", "hybrid_weights.json"):
+        (tmp_path / f).write_bytes((DEFAULT_ADAPTER / f).read_bytes())
+    assert json.loads((tmp_path / "hybrid_weights.json").read_text())["evidence"]["hints_on"]["adapter_revision"] \
+        == adapter_revision(DEFAULT_ADAPTER)  # the shipped weights name the adapter they were chosen for
+    with caplog.at_level("WARNING", logger="ranker.adapter"):
+        load_adapter(tmp_path)
+    assert "chosen for adapter revision" not in caplog.text
+    with open(tmp_path / "adapter_model.safetensors", "ab") as fh:
+        fh.write(b"\0")  # retrained in place
+    with caplog.at_level("WARNING", logger="ranker.adapter"):
+        load_adapter(tmp_path)
+    assert "hints_on hybrid weights were chosen for adapter revision" in caplog.text
+
