@@ -110,6 +110,19 @@ def build_ranker(settings: Settings, adapter: Adapter | None, **config_overrides
     return Ranker(engine, ranker_config(settings, **config_overrides), weights)
 
 
+def weights_chosen_elsewhere(weight_set, backbone: str) -> list[str]:
+    """One line per hint setting whose hybrid weights were chosen over another backbone's
+    candidates (their scale and trust in the backbone prior were fitted to that one)."""
+    out = []
+    for setting, evidence in weight_set.evidence.items():
+        chosen_for = evidence.get("backbone_model") if isinstance(evidence, dict) else None
+        if chosen_for is not None and chosen_for != backbone:
+            out.append(f"the {setting} hybrid weights were chosen over {chosen_for} candidates, this stack serves "
+                       f"{backbone}: choose them for it with `recranker weights --backbone {backbone}` "
+                       "(in a copy of the adapter folder)")
+    return out
+
+
 def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path: str | None = None,
                 backbone: str | None = None, seed: int = 0,
                 adapter: str | None | object = _FROM_SETTINGS) -> Stack:
@@ -127,4 +140,6 @@ def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path:
     ranker = build_ranker(settings, resolved)
     log.info("engine %s (adapter %s) ready in %.1fs", ranker.engine.model_name, ranker.engine.adapter_name,
              time.perf_counter() - t)
+    for warning in weights_chosen_elsewhere(ranker.weight_set, loaded.backbone.name):
+        log.warning("%s", warning)
     return Stack(split.dataset, split, loaded, generator, resolved, ranker.engine, ranker)

@@ -196,7 +196,8 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         config = EvalConfig(stage="valid", num_candidates=num_candidates, use_hints=use_hints, users=users, seed=seed)
         valid = _outcomes(settings, built, config)
         sel = select_weights(valid, seed=seed)
-        sel.evidence["adapter_revision"] = built.adapter.revision  # what these weights were chosen for
+        # what these weights were chosen for: this adapter revision's scores over this backbone's candidates
+        sel.evidence.update(adapter_revision=built.adapter.revision, backbone_model=backbone)
         selections[use_hints] = sel
         key = "hints_on" if use_hints else "hints_off"
         details[key] = {**sel.evidence, "served": sel.weights.to_dict(), "llm_helps": sel.llm_helps,
@@ -210,7 +211,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
             from training.fusion import learn_fusion
 
             details[key]["fusion"] = learn_fusion(valid, test, seed=seed).to_dict()
-    _keep_earlier_choice(built.adapter, selections, details)
+    _keep_earlier_choice(built.adapter, backbone, selections, details)
     weight_set = weight_set_from(selections)
     path = save_weights(weight_set, built.adapter.path, details)
     return {"path": str(path), "weights": weight_set.to_dict(), "describe": weight_set.describe(),
@@ -218,10 +219,10 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
             "details": details}
 
 
-def _keep_earlier_choice(adapter, selections: dict, details: dict) -> None:
+def _keep_earlier_choice(adapter, backbone: str, selections: dict, details: dict) -> None:
     """The hint setting not run this time keeps the choice already in the file, and its
     record (``--hints on`` must not drop chosen hints-off weights, nor ``--hints off`` the
-    hints-on ones), unless that choice was made for another revision of the adapter."""
+    hints-on ones), unless that choice was made for another adapter revision or backbone."""
     from ranker.ensemble import load_weight_set
     from training.weights import Selection, load_selection
 
@@ -233,13 +234,16 @@ def _keep_earlier_choice(adapter, selections: dict, details: dict) -> None:
         key = "hints_on" if use_hints else "hints_off"
         kept = existing.hints_on if use_hints else existing.hints_off
         evidence = existing.evidence.get(key, {"note": "kept from an earlier selection"})
-        chosen_for = evidence.get("adapter_revision")  # absent in files written before it was recorded
-        stale = chosen_for is not None and chosen_for != adapter.revision
+        # each is absent in files written before it was recorded
+        chosen_for = evidence.get("adapter_revision"), evidence.get("backbone_model")
+        stale = [f"{what} {was}, not {now}" for what, was, now in
+                 zip(("adapter revision", "backbone"), chosen_for, (adapter.revision, backbone))
+                 if was is not None and was != now]
         if not existing.chosen or kept is None or stale:
-            why = (f"were chosen for adapter revision {chosen_for}, not {adapter.revision}" if stale
-                   else "were never chosen")
+            why = "were chosen for " + " and ".join(stale) if stale else "were never chosen"
             if use_hints:
-                raise PipelineError(f"{adapter.path}: its hints-on weights {why}; run with --hints on or both")
+                raise PipelineError(f"{adapter.path}: its hints-on weights {why}; run with --hints on or both "
+                                    "(or choose in a copy of the folder)")
             if stale:
                 log.warning("%s: hints-off weights %s: dropped (the service refuses hints off until "
                             "`recranker weights --hints off`)", adapter.path, why)

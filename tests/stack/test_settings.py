@@ -87,3 +87,14 @@ def test_weights_chosen_for_another_revision_are_flagged(tmp_path: Path, caplog)
         load_adapter(tmp_path)
     assert "hints_on hybrid weights were chosen for adapter revision" in caplog.text
 
+
+
+def test_weights_chosen_over_another_backbone_are_flagged() -> None:
+    from ranker.adapter import load_adapter
+    from stack.build import weights_chosen_elsewhere
+
+    shipped = load_adapter(DEFAULT_ADAPTER).weight_set
+    assert {ev["backbone_model"] for ev in shipped.evidence.values()} == {"lightgcn"}
+    assert weights_chosen_elsewhere(shipped, "lightgcn") == []
+    lines = weights_chosen_elsewhere(shipped, "sasrec")
+    assert len(lines) == len(shipped.evidence) and "chosen over lightgcn candidates, this stack serves sasrec" in lines[0]

@@ -78,7 +78,7 @@ def test_evaluate_reports_paired_differences_and_ceiling_per_hint_setting(tiny):
     assert "without_hints" not in only_on and only_on["paired"] == out["paired"]
 
 
-def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny):
+def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny, caplog):
     settings, stack = tiny
     summary = pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
                                              seed=0, num_candidates=5, hints="both")
@@ -113,13 +113,17 @@ def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny):
     assert final["hints_off"] == after["hints_off"] and final["hints_on"]["top"]
     assert ws.evidence["hints_on"]["adapter_revision"] == stack.adapter.revision
 
-    # weights chosen for another revision of the adapter (retrained in place) are not kept
+    # weights chosen for another backbone or another revision of the adapter (retrained in
+    # place) are not kept
+    assert ws.evidence["hints_on"]["backbone_model"] == "pop"
     path = stack.adapter.path / "hybrid_weights.json"
     stored = json.loads(path.read_text())
-    stored["evidence"]["hints_off"]["adapter_revision"] = "an-older-adapter"
+    stored["evidence"]["hints_off"]["backbone_model"] = "sasrec"
     path.write_text(json.dumps(stored))
-    pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
-                                   seed=0, num_candidates=5, hints="on")
+    with caplog.at_level("WARNING"):
+        pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
+                                       seed=0, num_candidates=5, hints="on")
+    assert "hints-off weights were chosen for backbone sasrec, not pop: dropped" in caplog.text
     assert load_weight_set(stack.adapter.path).hints_off is None  # hints off refused until chosen again
     stored = json.loads(path.read_text())
     stored["evidence"]["hints_on"]["adapter_revision"] = "an-older-adapter"
