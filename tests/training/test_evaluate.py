@@ -10,7 +10,8 @@ import pytest
 from ranker.ensemble import EnsembleWeights
 from training.evaluate import UserOutcome, hybrid_ranking, report, row_ranks
 from training.report import bootstrap_ci, markdown_paired_table, markdown_table, paired_differences
-from training.weights import BACKBONE_ONLY, choose_weights, cross_validated_diffs, select_weights, weight_grid
+from training.weights import (BACKBONE_ONLY, choose_weights, cross_validated_diffs, select_weights, serves_llm,
+                              weight_grid)
 
 
 def outcome(target, pointwise=None, listwise=None, cands=("a", "b", "c")):
@@ -153,6 +154,13 @@ def test_selection_serves_llm_weights_only_when_the_paired_interval_is_above_zer
     sel = select_weights(few)
     assert sel.evidence["diff"] > 0 and sel.evidence["ci"][0] <= 0
     assert not sel.llm_helps and sel.weights == BACKBONE_ONLY
+
+
+def test_the_rule_needs_the_cross_validated_gain_too():
+    assert serves_llm(0.004, 0.001, 0.002)
+    # the 10-listwise-orders case (docs/results.md): interval above 0 in sample, negative out of sample
+    assert not serves_llm(0.0037, 0.0003, -0.0021)
+    assert not serves_llm(0.004, -0.001, 0.002) and not serves_llm(0.0, 0.0, 0.001)
 
 
 def test_cross_validation_scores_each_fold_with_weights_chosen_elsewhere():
