@@ -54,10 +54,9 @@ def load_adapter(path: str | Path, name: str | None = None) -> Adapter:
     if not (folder / CONFIG_FILE).is_file():
         raise AdapterError(f"adapter folder {folder} has no {CONFIG_FILE}")
     revision, weight_set = adapter_revision(folder), load_weight_set(folder)
-    for setting, evidence in weight_set.evidence.items():
-        chosen_for = evidence.get("adapter_revision") if isinstance(evidence, dict) else None
-        if chosen_for is not None and chosen_for != revision:
+    for setting in weight_set.evidence:
+        if chosen_for := weight_set.chosen_elsewhere(setting, adapter_revision=revision):
             log.warning("%s: the %s hybrid weights were chosen for adapter revision %s, this one is %s "
                         "(retrained in place?): choose them again with `recranker weights`",
-                        folder, setting, chosen_for, revision)
+                        folder, setting, chosen_for["adapter_revision"], revision)
     return Adapter(path=folder, name=name or folder.name, revision=revision, weight_set=weight_set)

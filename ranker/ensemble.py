@@ -127,6 +127,16 @@ class WeightSet:
             parts.append(f"{key}: " + (f"LLM modes {', '.join(modes)}" if modes else "backbone only, no LLM") + why)
         return "; ".join(parts)
 
+    def chosen_elsewhere(self, key: str, **now: str) -> dict[str, str]:
+        """For hint setting ``key``: the recorded choice contexts (evidence fields such as
+        ``adapter_revision``, ``backbone_model``) that differ from ``now``, with the recorded
+        value. A context not recorded (files written before it was) never differs."""
+        evidence = self.evidence.get(key)
+        if not isinstance(evidence, dict):
+            return {}
+        return {field: evidence[field] for field, value in now.items()
+                if evidence.get(field) is not None and evidence[field] != value}
+
     def to_dict(self) -> dict:
         out: dict = {"hints_on": self.hints_on.to_dict()}
         if self.hints_off is not None:

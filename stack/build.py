@@ -113,14 +113,11 @@ def build_ranker(settings: Settings, adapter: Adapter | None, **config_overrides
 def weights_chosen_elsewhere(weight_set, backbone: str) -> list[str]:
     """One line per hint setting whose hybrid weights were chosen over another backbone's
     candidates (their scale and trust in the backbone prior were fitted to that one)."""
-    out = []
-    for setting, evidence in weight_set.evidence.items():
-        chosen_for = evidence.get("backbone_model") if isinstance(evidence, dict) else None
-        if chosen_for is not None and chosen_for != backbone:
-            out.append(f"the {setting} hybrid weights were chosen over {chosen_for} candidates, this stack serves "
-                       f"{backbone}: choose them for it with `recranker weights --backbone {backbone}` "
-                       "(in a copy of the adapter folder)")
-    return out
+    return [f"the {setting} hybrid weights were chosen over {chosen_for['backbone_model']} candidates, this stack "
+            f"serves {backbone}: choose them for it with `recranker weights --backbone {backbone}` (in a copy of "
+            "the adapter folder)"
+            for setting in weight_set.evidence
+            if (chosen_for := weight_set.chosen_elsewhere(setting, backbone_model=backbone))]
 
 
 def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path: str | None = None,

@@ -17,6 +17,8 @@ from stack.settings import Settings, ranker_config
 
 log = logging.getLogger(__name__)
 
+CHOICE_WORDS = {"adapter_revision": "adapter revision", "backbone_model": "backbone"}  # evidence field -> words
+
 if TYPE_CHECKING:
     from candidate_gen.split import Split
 
@@ -228,19 +230,18 @@ def _keep_earlier_choice(adapter, backbone: str, selections: dict, details: dict
 
     existing = load_weight_set(adapter.path)
     earlier_records = load_selection(adapter.path)
+    now = {"adapter_revision": adapter.revision, "backbone_model": backbone}
     for use_hints in (True, False):
         if use_hints in selections:
             continue
         key = "hints_on" if use_hints else "hints_off"
         kept = existing.hints_on if use_hints else existing.hints_off
-        evidence = existing.evidence.get(key, {"note": "kept from an earlier selection"})
-        # each is absent in files written before it was recorded
-        chosen_for = evidence.get("adapter_revision"), evidence.get("backbone_model")
-        stale = [f"{what} {was}, not {now}" for what, was, now in
-                 zip(("adapter revision", "backbone"), chosen_for, (adapter.revision, backbone))
-                 if was is not None and was != now]
+        stale = existing.chosen_elsewhere(key, **now)
         if not existing.chosen or kept is None or stale:
-            why = "were chosen for " + " and ".join(stale) if stale else "were never chosen"
+            why = "were never chosen"
+            if stale:
+                why = "were chosen for " + " and ".join(f"{CHOICE_WORDS[f]} {was}, not {now[f]}"
+                                                        for f, was in stale.items())
             if use_hints:
                 raise PipelineError(f"{adapter.path}: its hints-on weights {why}; run with --hints on or both "
                                     "(or choose in a copy of the folder)")
@@ -248,6 +249,7 @@ def _keep_earlier_choice(adapter, backbone: str, selections: dict, details: dict
                 log.warning("%s: hints-off weights %s: dropped (the service refuses hints off until "
                             "`recranker weights --hints off`)", adapter.path, why)
             continue
+        evidence = existing.evidence.get(key, {"note": "kept from an earlier selection"})
         selections[use_hints] = Selection(kept, existing.llm_helps.get(key, True), evidence)
         if key in earlier_records:
             details[key] = earlier_records[key]

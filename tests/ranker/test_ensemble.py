@@ -84,3 +84,15 @@ def test_load_weights_bad_file_names_the_problem(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as err:
         load_weights(tmp_path)
     assert WEIGHTS_FILE in str(err.value)
+
+
+def test_weights_name_the_choice_contexts_that_differ():
+    from ranker.ensemble import WeightSet
+
+    ws = WeightSet(chosen=True, evidence={"hints_on": {"adapter_revision": "r1", "backbone_model": "lightgcn"},
+                                          "hints_off": {"diff": 0.0}})  # recorded before contexts were
+    assert ws.chosen_elsewhere("hints_on", adapter_revision="r1", backbone_model="lightgcn") == {}
+    assert ws.chosen_elsewhere("hints_on", adapter_revision="r2", backbone_model="sasrec") == {
+        "adapter_revision": "r1", "backbone_model": "lightgcn"}
+    assert ws.chosen_elsewhere("hints_off", adapter_revision="r2", backbone_model="sasrec") == {}
+    assert ws.chosen_elsewhere("missing", adapter_revision="r2") == {}
