@@ -20,6 +20,10 @@ from common.checksum import sha256_files
 log = logging.getLogger(__name__)
 
 ML100K_FILES = ("u.data", "u.item")
+# u.item's 19 trailing 0/1 flags, in u.genre's order; "unknown" is no genre at all
+ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+                 "War", "Western")
 
 
 class DataError(ValueError):
@@ -37,6 +41,15 @@ class Dataset:
     ratings: np.ndarray  # (n,) float32, 0.5..5.0 (whole or half stars)
     timestamps: np.ndarray  # (n,) int64, seconds
     fingerprint: str  # sha256 over the interaction files, ties artifacts to the data
+    genres: list[tuple[str, ...]] | None = None  # aligned with item_ids; None: the data has none
+
+    def __post_init__(self) -> None:
+        if self.genres is None:
+            self.genres = [()] * len(self.item_ids)
+        if len(self.genres) != len(self.item_ids) or len(self.titles) != len(self.item_ids):
+            raise ValueError("titles and genres must be aligned with item_ids")
+        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
+        self.item_index = {it: i for i, it in enumerate(self.item_ids)}
 
     @property
     def n_users(self) -> int:
@@ -46,16 +59,13 @@ class Dataset:
     def n_items(self) -> int:
         return len(self.item_ids)
 
-    def __post_init__(self) -> None:
-        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
-        self.item_index = {it: i for i, it in enumerate(self.item_ids)}
-
 
 def _fingerprint(paths: list[Path]) -> str:
     return sha256_files(paths)
 
 
-def _build(name: str, rows: list[tuple[str, str, float, int]], items: dict[str, str], fp: str) -> Dataset:
+def _build(name: str, rows: list[tuple[str, str, float, int]], items: dict[str, str], fp: str,
+           genres: dict[str, tuple[str, ...]] | None = None) -> Dataset:
     user_ids = sorted({r[0] for r in rows}, key=_natural_key)
     item_ids = sorted(items, key=_natural_key)
     uidx = {u: i for i, u in enumerate(user_ids)}
@@ -70,6 +80,7 @@ def _build(name: str, rows: list[tuple[str, str, float, int]], items: dict[str, 
         ratings=np.fromiter((r[2] for r in rows), dtype=np.float32, count=len(rows)),
         timestamps=np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows)),
         fingerprint=fp,
+        genres=[(genres or {}).get(i, ()) for i in item_ids],
     )
 
 
@@ -84,7 +95,7 @@ def without_items(ds: Dataset, items: frozenset[int] | set[int], tag: str) -> Da
     fingerprint = hashlib.sha256(ds.fingerprint.encode() + b"|without|" + marker).hexdigest()
     return Dataset(name=f"{ds.name}-without-{tag}", user_ids=list(ds.user_ids), item_ids=list(ds.item_ids),
                    titles=list(ds.titles), users=ds.users[keep], items=ds.items[keep], ratings=ds.ratings[keep],
-                   timestamps=ds.timestamps[keep], fingerprint=fingerprint)
+                   timestamps=ds.timestamps[keep], fingerprint=fingerprint, genres=list(ds.genres))
 
 
 def _natural_key(s: str) -> tuple[int, int | str]:
@@ -128,10 +139,12 @@ def _parse_timestamp(path: Path, line: int, value: str) -> int:
 
 
 def load_movielens_100k(folder: Path) -> Dataset:
-    """Read an unpacked ml-100k folder (u.data tab-separated, u.item ISO-8859-1, '|'-separated)."""
+    """Read an unpacked ml-100k folder (u.data tab-separated, u.item ISO-8859-1, '|'-separated:
+    id|title|release|video release|url|19 genre flags)."""
     folder = Path(folder)
     item_path, data_path = folder / "u.item", folder / "u.data"
     items: dict[str, str] = {}
+    genres: dict[str, tuple[str, ...]] = {}
     for n, line in enumerate(_read_text(item_path, "iso-8859-1").splitlines(), 1):
         if not line.strip():
             continue
@@ -139,6 +152,7 @@ def load_movielens_100k(folder: Path) -> Dataset:
         if len(parts) < 2:
             raise DataError(f"{item_path}:{n}: expected 'id|title|...', got {line[:60]!r}")
         items[parts[0].strip()] = parts[1].strip()
+        genres[parts[0].strip()] = _ml100k_genres(item_path, n, parts[5:])
     rows = []
     for n, line in enumerate(_read_text(data_path, "utf-8").splitlines(), 1):
         if not line.strip():
@@ -150,7 +164,23 @@ def load_movielens_100k(folder: Path) -> Dataset:
         if item not in items:
             raise DataError(f"{data_path}:{n}: unknown item id {item!r} (not in u.item)")
         rows.append((user, item, _parse_rating(data_path, n, rating), _parse_timestamp(data_path, n, ts)))
-    return _build("ml-100k", rows, items, _fingerprint([data_path, item_path]))
+    return _build("ml-100k", rows, items, _fingerprint([data_path, item_path]), genres)
+
+
+def _ml100k_genres(path: Path, line: int, flags: list[str]) -> tuple[str, ...]:
+    if not flags:  # a trimmed u.item (id|title only) has no genre columns
+        return ()
+    if len(flags) != len(ML100K_GENRES) or any(f.strip() not in ("0", "1") for f in flags):
+        raise DataError(f"{path}:{line}: expected {len(ML100K_GENRES)} genre flags (0 or 1) after the url, "
+                        f"got {'|'.join(flags)[:60]!r}")
+    return tuple(g for g, f in zip(ML100K_GENRES, flags) if f.strip() == "1" and g != "unknown")
+
+
+def _split_genres(value: str | None) -> tuple[str, ...]:
+    """'Action|Comedy' (MovieLens style) -> ('Action', 'Comedy'); '(no genres listed)' is none."""
+    if not value:
+        return ()
+    return tuple(g for g in (p.strip() for p in value.split("|")) if g and g != "(no genres listed)")
 
 
 def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
@@ -172,15 +202,18 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str
 
 
 def load_generic(folder: Path) -> Dataset:
-    """Read ``interactions.csv`` (user_id,item_id,rating,timestamp) and ``items.csv`` (item_id,title).
+    """Read ``interactions.csv`` (user_id,item_id,rating,timestamp) and ``items.csv`` (item_id,title
+    and an optional genres column, '|'-separated as in MovieLens: ``Action|Comedy``).
 
     Ratings are stars, whole (1..5) or half (0.5..5.0); likes are >= 4, dislikes <= 2
     (candidate_gen.split). Timestamps are seconds (an integer or a float)."""
     folder = Path(folder)
     items_path, inter_path = folder / "items.csv", folder / "interactions.csv"
     items: dict[str, str] = {}
+    genres: dict[str, tuple[str, ...]] = {}
     for line, row in _csv_rows(items_path, ("item_id", "title")):
         items[row["item_id"].strip()] = row["title"].strip()
+        genres[row["item_id"].strip()] = _split_genres(row.get("genres"))
     rows = []
     for line, row in _csv_rows(inter_path, ("user_id", "item_id", "rating", "timestamp")):
         item = row["item_id"].strip()
@@ -194,4 +227,4 @@ def load_generic(folder: Path) -> Dataset:
                 _parse_timestamp(inter_path, line, row["timestamp"]),
             )
         )
-    return _build(folder.name, rows, items, _fingerprint([inter_path, items_path]))
+    return _build(folder.name, rows, items, _fingerprint([inter_path, items_path]), genres)

@@ -9,6 +9,7 @@ hybrid ensemble weights tuned beside it (``hybrid_weights.json``, one set per hi
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ranker.model import ModelError
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "adapter_config.json"
+TRAIN_CONFIG_FILE = "train_config.json"  # written by training.tune: what the adapter was tuned on
 
 
 class AdapterError(ModelError):
@@ -32,6 +34,7 @@ class Adapter:
     name: str
     revision: str
     weight_set: WeightSet  # per hint setting, with the validation verdict
+    item_genres: bool = False  # tuned with genres after titles: served with the same layout
 
     @property
     def weights(self) -> EnsembleWeights:
@@ -43,6 +46,19 @@ def adapter_revision(path: Path) -> str:
     """Short content hash of an adapter's config and weights: names the exact adapter served."""
     path = Path(path)
     return sha256_files([path / CONFIG_FILE, *sorted(path.glob("adapter_model.*"))])[:16]
+
+
+def tuned_prompt(path: Path) -> dict:
+    """The prompt settings the adapter's examples were rendered with ({} when not recorded)."""
+    file = Path(path) / TRAIN_CONFIG_FILE
+    if not file.is_file():
+        return {}
+    try:
+        info = json.loads(file.read_text())
+        return dict(info["dataset"]["manifest"]["config"]["prompt"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("%s: no prompt settings recorded; serving the default prompt layout", file)
+        return {}
 
 
 def load_adapter(path: str | Path, name: str | None = None) -> Adapter:
@@ -59,4 +75,6 @@ def load_adapter(path: str | Path, name: str | None = None) -> Adapter:
             log.warning("%s: the %s hybrid weights were chosen for adapter revision %s, this one is %s "
                         "(retrained in place?): choose them again with `recranker weights`",
                         folder, setting, chosen_for["adapter_revision"], revision)
-    return Adapter(path=folder, name=name or folder.name, revision=revision, weight_set=weight_set)
+    genres = bool(tuned_prompt(folder).get("genres", False))
+    return Adapter(path=folder, name=name or folder.name, revision=revision, weight_set=weight_set,
+                   item_genres=genres)

@@ -8,8 +8,9 @@ every pointwise, pairwise and listwise question costs only its own few tokens. F
 tokens per request are the budget that matters on a CPU; this layout spends them on the
 history once and on candidate titles.
 
-Titles are untrusted and pass through ``ranker.text.sanitize_title`` here, so no caller
-can forget it. Templates are data, checked for their placeholders at import.
+Titles (and genres) are untrusted and pass through ``ranker.text.sanitize_title`` here, so
+no caller can forget it. Genres follow an item's title, in parentheses, only when
+``PromptConfig.genres`` is on: an adapter is served with the layout it was tuned on. Templates are data, checked for their placeholders at import.
 """
 
 from __future__ import annotations
@@ -30,20 +31,24 @@ NO_HISTORY = "(none yet)"
 
 SYSTEM = "You are a {item} recommender. Answer with one label."
 SHARED = "{Items} the user rated, newest first (1 = hated, 5 = loved):\n{history}\n"
-HISTORY_LINE = '"{title}": {rating}'
-POINTWISE_SPECIFIC = 'Rate "{title}" 1-5.{hint}'
-PAIRWISE_SPECIFIC = 'Prefer "{first}" over "{second}"? Yes or No.{hint}'
+HISTORY_LINE = '"{title}"{genres}: {rating}'
+POINTWISE_SPECIFIC = 'Rate "{title}"{genres} 1-5.{hint}'
+PAIRWISE_SPECIFIC = 'Prefer "{first}"{first_genres} over "{second}"{second_genres}? Yes or No.{hint}'
 LISTWISE_SPECIFIC = "Rank these {items} by letter, best first:\n{candidates}{hint}"
-LISTWISE_LINE = "{ident}. {title}"  # one line per candidate: sanitised titles hold no line break
+LISTWISE_LINE = "{ident}. {title}{genres}"  # one line per candidate: sanitised titles hold no line break
+GENRES = " ({names})"  # after a title, when PromptConfig.genres is on
+MAX_GENRES = 3  # a few words per item: the history budget buys titles, not genre lists
+MAX_GENRE_CHARS = 30
 
 TEMPLATES: dict[str, tuple[str, frozenset[str]]] = {
     "system": (SYSTEM, frozenset({"item"})),
     "shared": (SHARED, frozenset({"Items", "history"})),
-    "history_line": (HISTORY_LINE, frozenset({"title", "rating"})),
-    "pointwise_specific": (POINTWISE_SPECIFIC, frozenset({"title", "hint"})),
-    "pairwise_specific": (PAIRWISE_SPECIFIC, frozenset({"first", "second", "hint"})),
+    "history_line": (HISTORY_LINE, frozenset({"title", "genres", "rating"})),
+    "pointwise_specific": (POINTWISE_SPECIFIC, frozenset({"title", "genres", "hint"})),
+    "pairwise_specific": (PAIRWISE_SPECIFIC, frozenset({"first", "first_genres", "second", "second_genres", "hint"})),
     "listwise_specific": (LISTWISE_SPECIFIC, frozenset({"items", "candidates", "hint"})),
-    "listwise_line": (LISTWISE_LINE, frozenset({"ident", "title"})),
+    "listwise_line": (LISTWISE_LINE, frozenset({"ident", "title", "genres"})),
+    "genres": (GENRES, frozenset({"names"})),
 }
 
 
@@ -79,6 +84,7 @@ class PromptConfig:
     max_history_items: int = 50
     item: str = "movie"  # domain noun, singular
     items: str = "movies"  # and plural
+    genres: bool = False  # genres after each title (the adapter's train_config records it)
 
     def __post_init__(self) -> None:
         if self.max_history_tokens < 1:
@@ -101,12 +107,21 @@ def _rating_text(rating: float | None) -> str:
     return str(int(rating)) if float(rating).is_integer() else f"{rating:g}"
 
 
+def genre_text(genres: Sequence[str], config: PromptConfig) -> str:
+    """' (Action, Sci-Fi)' after a title when the config shows genres and the item has some, else ''."""
+    if not config.genres:
+        return ""
+    names = list(dict.fromkeys(sanitize_title(g, MAX_GENRE_CHARS) for g in genres))[:MAX_GENRES]
+    return GENRES.format(names=", ".join(names)) if names else ""
+
+
 def history_lines(user: UserProfile, config: PromptConfig, count_tokens: TokenCounter) -> list[str]:
     """One line per rated item, most recent first, as many as fit the token budget."""
     lines: list[str] = []
     used = 0
     for entry in list(reversed(user.history))[: config.max_history_items]:
-        line = HISTORY_LINE.format(title=sanitize_title(entry.title), rating=_rating_text(entry.rating))
+        line = HISTORY_LINE.format(title=sanitize_title(entry.title), genres=genre_text(entry.genres, config),
+                                   rating=_rating_text(entry.rating))
         used += count_tokens(line + "\n")
         if used > config.max_history_tokens:
             break
@@ -149,7 +164,8 @@ def pointwise_prompt(
     shared: str | None = None,
 ) -> Prompt:
     """Rate one candidate 1..5. ``shared``: a precomputed ``shared_text(user, ...)``."""
-    specific = POINTWISE_SPECIFIC.format(title=sanitize_title(candidate.title), hint=_hint_text(hint))
+    specific = POINTWISE_SPECIFIC.format(title=sanitize_title(candidate.title),
+                                         genres=genre_text(candidate.genres, config), hint=_hint_text(hint))
     return _prompt(user, config, count_tokens, shared, specific, POINTWISE_LABELS)
 
 
@@ -165,7 +181,8 @@ def pairwise_prompt(
 ) -> Prompt:
     """Would the user prefer ``first`` over ``second``? "Yes" means first."""
     specific = PAIRWISE_SPECIFIC.format(
-        first=sanitize_title(first.title), second=sanitize_title(second.title), hint=_hint_text(hint)
+        first=sanitize_title(first.title), first_genres=genre_text(first.genres, config),
+        second=sanitize_title(second.title), second_genres=genre_text(second.genres, config), hint=_hint_text(hint),
     )
     return _prompt(user, config, count_tokens, shared, specific, PAIRWISE_LABELS)
 
@@ -187,7 +204,8 @@ def listwise_prompt(
 ) -> Prompt:
     """Rank candidates shown in the given order, labelled A, B, C, ... (at most 20)."""
     idents = listwise_identifiers(len(candidates))
-    lines = "\n".join(LISTWISE_LINE.format(ident=i, title=sanitize_title(c.title)) for i, c in zip(idents, candidates))
+    lines = "\n".join(LISTWISE_LINE.format(ident=i, title=sanitize_title(c.title), genres=genre_text(c.genres, config))
+                      for i, c in zip(idents, candidates))
     specific = LISTWISE_SPECIFIC.format(items=config.items, candidates=lines, hint=_hint_text(hint))
     return _prompt(user, config, count_tokens, shared, specific, idents)
 

@@ -51,6 +51,7 @@ class RankerConfig:
     max_history_items: int = 50
     item: str = "movie"
     items: str = "movies"
+    item_genres: bool = False  # genres in the item text: on only for an adapter tuned with them
 
     def __post_init__(self) -> None:
         if self.pairwise_budget < 0:
@@ -62,7 +63,7 @@ class RankerConfig:
 
     @property
     def prompt_config(self) -> PromptConfig:
-        return PromptConfig(self.history_token_budget, self.max_history_items, self.item, self.items)
+        return PromptConfig(self.history_token_budget, self.max_history_items, self.item, self.items, self.item_genres)
 
 
 @dataclass

@@ -14,6 +14,7 @@ class HistoryEntry:
     item_id: str
     title: str
     rating: float | None = None  # None when only "liked" is known (e.g. a click event)
+    genres: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Candidate:
     item_id: str
     title: str
     backbone_score: float | None = None  # None for items the backbone has never seen
+    genres: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

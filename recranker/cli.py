@@ -151,7 +151,8 @@ def cmd_instructions_requests(args, settings: Settings) -> None:
         raise CLIError(f"--without-new-items must be between 0 and 1 (exclusive), got {args.without_new_items}")
     new_items = None if args.without_new_items is None else (args.without_new_items, args.new_items_seed)
     out, info = pipeline.build_request_dataset(settings, _data(args), backbones=backbones, sampling=args.sampling,
-                                               budget=args.budget, seed=args.seed, out=args.out, new_items=new_items)
+                                               budget=args.budget, seed=args.seed, out=args.out, new_items=new_items,
+                                               genres=args.genres)
     print(f"wrote {info['n_examples']} requests ({info['n_questions']} questions, {info['per_backbone']}) "
           f"from {info['sampling']['n_unique']} users to {out}")
 
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leave out the items `recranker new-items --share SHARE` treats as new (a clean "
                          "cold-start adapter: no backbone or example mentions them)")
     sp.add_argument("--new-items-seed", type=int, default=0, help="the new-items draw's seed (default 0)")
+    sp.add_argument("--genres", action="store_true",
+                    help="show each item's genres after its title (an adapter tuned on these examples is "
+                         "served with genres too: its train_config.json records the layout)")
     sp.set_defaults(func=cmd_instructions_requests)
 
     sp = sub.add_parser("tune", help="LoRA instruction tuning -> a PEFT adapter folder")

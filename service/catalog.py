@@ -52,6 +52,7 @@ class ItemRef:
 
     item_id: str
     title: str | None = None
+    genres: tuple[str, ...] = ()  # used only outside the catalog, like the title
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class HistoryRef:
     item_id: str
     rating: float | None = None
     title: str | None = None
+    genres: tuple[str, ...] = ()
 
 
 @dataclass
@@ -74,6 +76,7 @@ class _Resolved:
     title: str
     index: int | None  # None outside the catalog
     rating: float | None = None
+    genres: tuple[str, ...] = ()
 
 
 class Catalog:
@@ -94,14 +97,14 @@ class Catalog:
         return self.dataset.item_index.get(item_id)
 
     def resolve(self, ref: ItemRef | HistoryRef | StoredEvent, where: str) -> _Resolved:
-        """Catalog title for catalog ids; a client title is required for anything else."""
+        """Catalog title and genres for catalog ids; a client title is required for anything else."""
         idx = self.item_index(ref.item_id)
         rating = getattr(ref, "rating", None)
         if idx is not None:
-            return _Resolved(ref.item_id, self.dataset.titles[idx], idx, rating)
+            return _Resolved(ref.item_id, self.dataset.titles[idx], idx, rating, self.dataset.genres[idx])
         if not ref.title:
             raise UnknownItem(ref.item_id, where)
-        return _Resolved(ref.item_id, ref.title, None, rating)
+        return _Resolved(ref.item_id, ref.title, None, rating, tuple(getattr(ref, "genres", ())))
 
     def check_events(self, events: Sequence[StoredEvent], where: str = "events") -> None:
         for n, e in enumerate(events):
@@ -144,7 +147,8 @@ class Catalog:
         if user is None or user not in self.split.users:
             return []
         ds = self.dataset
-        return [_Resolved(ds.item_ids[e.item], ds.titles[e.item], e.item, e.rating) for e in self.split.users[user].events]
+        return [_Resolved(ds.item_ids[e.item], ds.titles[e.item], e.item, e.rating, ds.genres[e.item])
+                for e in self.split.users[user].events]
 
     def _given_candidates(self, user: int | None, liked: list[int], refs: Sequence[ItemRef], where: str) -> list[Candidate]:
         resolved, ids = [], set()

@@ -29,6 +29,9 @@ def _id_to_str(v: Any) -> Any:
 ItemId = Annotated[str, Field(min_length=1, max_length=128, examples=["50"]), BeforeValidator(_id_to_str)]
 UserId = Annotated[str, Field(min_length=1, max_length=128, examples=["1"]), BeforeValidator(_id_to_str)]
 Title = Annotated[str, Field(min_length=1, max_length=300, examples=["Star Wars (1977)"])]
+Genre = Annotated[str, Field(min_length=1, max_length=40, examples=["Sci-Fi"])]
+Genres = Annotated[list[Genre], Field(max_length=10, description="Genres of an item outside the catalog (catalog "
+                                      "items use the catalog's own); shown to adapters tuned with genres.")]
 ItemIdOrTitle = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=300, examples=["50"])]
 # Every float the API accepts or returns is finite: JSON has no Infinity/NaN, and 1e999
 # parses to inf. allow_inf_nan=False turns them into a 422 naming the field.
@@ -53,11 +56,13 @@ class HistoryItemIn(_In):
     item_id: ItemId
     rating: Rating | None = Field(None, description="1..5; omit when only 'liked' is known (a click).")
     title: Title | None = Field(None, description="Required for items outside the catalog.")
+    genres: Genres | None = None
 
 
 class CandidateIn(_In):
     item_id: ItemId
     title: Title | None = Field(None, description="Required for items outside the catalog (backbone_score is then null).")
+    genres: Genres | None = None
 
 
 class WeightsIn(_In):
@@ -379,13 +384,13 @@ class ErrorOut(BaseModel):
 def to_history(items: list[HistoryItemIn] | None) -> list[HistoryRef] | None:
     if items is None:
         return None
-    return [HistoryRef(h.item_id, h.rating, h.title) for h in items]
+    return [HistoryRef(h.item_id, h.rating, h.title, tuple(h.genres or ())) for h in items]
 
 
 def to_candidates(items: list[str | CandidateIn] | None) -> list[ItemRef] | None:
     if items is None:
         return None
-    return [ItemRef(c) if isinstance(c, str) else ItemRef(c.item_id, c.title) for c in items]
+    return [ItemRef(c) if isinstance(c, str) else ItemRef(c.item_id, c.title, tuple(c.genres or ())) for c in items]
 
 
 def to_documents(docs: list[str | DocumentIn], catalog_has: Any) -> list[ItemRef]:

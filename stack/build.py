@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ranker.adapter import Adapter
-from ranker.ranker import Ranker
+from ranker.ranker import Ranker, RankerConfig
 from stack.settings import Settings, adapter_or_none, ranker_config
 
 if TYPE_CHECKING:  # torch and faiss load only when a stack is built
@@ -101,13 +101,20 @@ def build_engine(settings: Settings, adapter: Adapter | None = None) -> Engine:
 
 def build_ranker(settings: Settings, adapter: Adapter | None, **config_overrides) -> Ranker:
     """Engine + the adapter's tuned hybrid weights, one set per hint setting (defaults without
-    one) + the settings' config."""
+    one) + the settings' config, in the prompt layout the adapter was tuned on (genres or not)."""
     from ranker.ensemble import WeightSet
 
     engine = build_engine(settings, adapter)
     weights = adapter.weight_set if adapter is not None else WeightSet()
     log.info("hybrid weights: %s", weights.describe())
-    return Ranker(engine, ranker_config(settings, **config_overrides), weights)
+    return Ranker(engine, served_ranker_config(settings, adapter, **config_overrides), weights)
+
+
+def served_ranker_config(settings: Settings, adapter: Adapter | None, **overrides) -> RankerConfig:
+    """The settings' ranker config in the prompt layout ``adapter`` was tuned on: an adapter
+    tuned with genres after titles must see them when served, one tuned without must not."""
+    layout = {"item_genres": adapter.item_genres} if adapter is not None else {}
+    return ranker_config(settings, **(layout | overrides))
 
 
 def weights_chosen_elsewhere(weight_set, backbone: str) -> list[str]:

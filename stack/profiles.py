@@ -18,10 +18,11 @@ from ranker.types import Candidate, HistoryEntry, UserProfile
 
 
 class NamedItem(Protocol):
-    """An item already resolved to an id and a title (a catalog item or a client's own)."""
+    """An item already resolved to an id, a title and its genres (a catalog item or a client's own)."""
 
     item_id: str
     title: str
+    genres: tuple[str, ...]
 
 
 class RatedItem(NamedItem, Protocol):
@@ -31,14 +32,16 @@ class RatedItem(NamedItem, Protocol):
 def profile_from_events(dataset: Dataset, user_id: str, events: Iterable[Event]) -> UserProfile:
     """A user's history (oldest first) with titles and ratings, from catalog events."""
     history = tuple(
-        HistoryEntry(item_id=dataset.item_ids[e.item], title=dataset.titles[e.item], rating=e.rating) for e in events
+        HistoryEntry(item_id=dataset.item_ids[e.item], title=dataset.titles[e.item], rating=e.rating,
+                     genres=dataset.genres[e.item])
+        for e in events
     )
     return UserProfile(user_id=user_id, history=history)
 
 
 def profile_from_items(user_id: str, items: Iterable[RatedItem]) -> UserProfile:
     """A user's history (oldest first) from already resolved items (catalog or not)."""
-    return UserProfile(user_id, tuple(HistoryEntry(e.item_id, e.title, e.rating) for e in items))
+    return UserProfile(user_id, tuple(HistoryEntry(e.item_id, e.title, e.rating, e.genres) for e in items))
 
 
 def candidates_from_items(dataset: Dataset, items: Sequence[int], scores: Sequence[float] | None) -> list[Candidate]:
@@ -50,6 +53,7 @@ def candidates_from_items(dataset: Dataset, items: Sequence[int], scores: Sequen
             item_id=dataset.item_ids[i],
             title=dataset.titles[i],
             backbone_score=None if scores is None else float(scores[n]),
+            genres=dataset.genres[i],
         )
         for n, i in enumerate(items)
     ]
@@ -59,4 +63,4 @@ def candidates_from_named(items: Sequence[NamedItem], scores: Sequence[float | N
     """Candidates for already resolved items; a None score = the backbone does not know the item."""
     if len(scores) != len(items):
         raise ValueError(f"{len(items)} items but {len(scores)} scores")
-    return [Candidate(r.item_id, r.title, None if s is None else float(s)) for r, s in zip(items, scores)]
+    return [Candidate(r.item_id, r.title, None if s is None else float(s), r.genres) for r, s in zip(items, scores)]

@@ -302,7 +302,7 @@ def build_instruction_dataset(settings: Settings, data: DataChoice, *, backbone:
 
 def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tuple[str, ...], sampling: str,
                           budget: int, seed: int, out: str | None,
-                          new_items: tuple[float, int] | None = None) -> tuple[Path, dict]:
+                          new_items: tuple[float, int] | None = None, genres: bool = False) -> tuple[Path, dict]:
     """Sample users, build request-shaped examples (training/requests.py) with candidates and
     hints from each backbone trained one like earlier, write them. Returns (folder, manifest).
 
@@ -319,6 +319,9 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
     from training.sampling import SamplingConfig, sample_users, save_sampled
 
     split = data.split(settings)
+    if genres and not any(split.dataset.genres):
+        raise PipelineError(f"--genres: dataset {split.dataset.name} has no item genres "
+                            "(the generic items.csv needs a 'genres' column, e.g. Action|Comedy)")
     if new_items is not None:
         from candidate_gen.data import without_items
         from candidate_gen.split import leave_one_out
@@ -332,7 +335,7 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
     sampled = sample_users(one_like_earlier(split), SamplingConfig(method=sampling, budget=budget), seed=seed,
                            backbone=first.backbone, backbone_user_ids=first.user_ids)
     tokenizer = AutoTokenizer.from_pretrained(str(prepare_model(settings.base_model, settings.models_dir)))
-    config = RequestExampleConfig(prompt=ranker_config(settings).prompt_config)
+    config = RequestExampleConfig(prompt=ranker_config(settings, item_genres=genres).prompt_config)
     rows = build_request_examples(split, loaded, sampled.users.tolist(), config, seed=seed,
                                   count_tokens=lambda text: len(encode_text(tokenizer, text)))
     if not rows:

@@ -16,7 +16,10 @@ def write_ml(folder: Path, data: str, items: bytes) -> Path:
     return folder
 
 
-ITEMS = "1|Toy Story (1995)|01-Jan-1995||url|0\n2|Caf\xe9 Society (1995)|01-Jan-1995||url|0\n".encode("iso-8859-1")
+TOY_STORY_FLAGS = "|".join("1" if k in (3, 4, 5) else "0" for k in range(19))  # Animation, Children's, Comedy
+NO_GENRE_FLAGS = "|".join("1" if k == 0 else "0" for k in range(19))  # "unknown" only
+ITEMS = (f"1|Toy Story (1995)|01-Jan-1995||url|{TOY_STORY_FLAGS}\n"
+         f"2|Caf\xe9 Society (1995)|01-Jan-1995||url|{NO_GENRE_FLAGS}\n").encode("iso-8859-1")
 
 
 def test_movielens_format_reads_latin1_titles_and_maps_ids(tmp_path):
@@ -28,9 +31,24 @@ def test_movielens_format_reads_latin1_titles_and_maps_ids(tmp_path):
     assert len(ds.fingerprint) == 64
 
 
+def test_movielens_genres_come_from_the_flags_and_unknown_is_none(tmp_path):
+    ds = load_movielens_100k(write_ml(tmp_path, "10\t2\t5\t100\n9\t1\t3\t50\n", ITEMS))
+    assert ds.genres[ds.item_index["1"]] == ("Animation", "Children's", "Comedy")
+    assert ds.genres[ds.item_index["2"]] == ()
+    trimmed = load_movielens_100k(write_ml(tmp_path / "trimmed", "1\t1\t5\t1\n", b"1|Toy Story (1995)\n"))
+    assert trimmed.genres == [()]  # an id|title file has no genre columns: none, not an error
+
+
+def test_movielens_bad_genre_flags_are_named(tmp_path):
+    with pytest.raises(DataError, match=r"u\.item:1: expected 19 genre flags"):
+        load_movielens_100k(write_ml(tmp_path, "1\t1\t5\t1\n", b"1|Toy Story (1995)|x||url|0|1\n"))
+
+
 def test_real_ml100k_counts(ml100k_dir):
     ds = load_movielens_100k(ml100k_dir)
     assert (ds.n_users, ds.n_items, len(ds.ratings)) == (943, 1682, 100_000)
+    assert ds.genres[ds.item_index["1"]] == ("Animation", "Children's", "Comedy")
+    assert sum(1 for g in ds.genres if not g) == 2  # two items are flagged "unknown" only
 
 
 @pytest.mark.parametrize(
@@ -66,6 +84,14 @@ def test_generic_format_with_string_ids_and_float_ratings(tmp_path):
     assert ds.name == "shop"
     assert ds.user_ids == ["u-x", "u-y"] and ds.item_ids == ["a", "b"]
     assert ds.ratings.tolist() == [4.5, 2.0]
+
+
+def test_generic_optional_genres_column(tmp_path):
+    items = "item_id,title,genres\na,Alpha,Action|Sci-Fi\nb,Beta,(no genres listed)\nc,Gamma,\n"
+    ds = load_generic(write_generic(tmp_path / "g", "user_id,item_id,rating,timestamp\nu,a,4,1\nu,c,3,2\n", items))
+    assert [ds.genres[ds.item_index[i]] for i in "abc"] == [("Action", "Sci-Fi"), (), ()]
+    plain = load_generic(write_generic(tmp_path / "p", "user_id,item_id,rating,timestamp\nu,a,4,1\n"))
+    assert plain.genres == [(), ()]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +143,7 @@ def test_without_items_drops_their_interactions_and_keeps_every_index():
     assert list(zip(cut.users.tolist(), cut.items.tolist(), cut.ratings.tolist(), cut.timestamps.tolist())) == [
         (0, 0, 5.0, 1), (1, 2, 3.0, 3)]
     # the catalogue and user ids stay, so item indices still match the full dataset's
-    assert (cut.item_ids, cut.titles, cut.user_ids) == (ds.item_ids, ds.titles, ds.user_ids)
+    assert (cut.item_ids, cut.titles, cut.genres, cut.user_ids) == (ds.item_ids, ds.titles, ds.genres, ds.user_ids)
     assert cut.name == "synthetic-without-new-items"
     assert cut.fingerprint not in (ds.fingerprint, without_items(ds, frozenset({2}), "new-items").fingerprint)
     assert len(ds.items) == 4  # the input is untouched

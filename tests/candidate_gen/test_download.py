@@ -14,7 +14,8 @@ import pytest
 from candidate_gen.data import DataError
 from candidate_gen.download import download_ml100k, load_dataset
 
-U_ITEM = "1|Toy Story (1995)|x||u|0\n2|GoldenEye (1995)|x||u|0\n".encode("iso-8859-1")
+NO_GENRES = "|".join(["0"] * 19)
+U_ITEM = f"1|Toy Story (1995)|x||u|{NO_GENRES}\n2|GoldenEye (1995)|x||u|{NO_GENRES}\n".encode("iso-8859-1")
 U_DATA = b"1\t1\t5\t10\n1\t2\t4\t20\n2\t2\t5\t15\n"
 
 

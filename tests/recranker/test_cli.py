@@ -96,3 +96,14 @@ def test_without_new_items_share_out_of_range_is_one_line_exit_2(env, capsys) ->
     assert main(["instructions", "requests", "--without-new-items", "1.5", "--out", str(out)]) == 2
     assert "--without-new-items must be between 0 and 1" in _one_error_line(capsys)
     assert not out.exists()
+
+
+def test_genres_on_data_without_genres_is_one_line_exit_2(env, capsys) -> None:
+    data = env / "shop"
+    data.mkdir()
+    (data / "items.csv").write_text("item_id,title\na,Alpha\nb,Beta\n")
+    (data / "interactions.csv").write_text("user_id,item_id,rating,timestamp\nu,a,5,1\nu,b,4,2\nv,a,4,3\n")
+    out = env / "requests"
+    assert main(["instructions", "requests", "--dataset-path", str(data), "--genres", "--out", str(out)]) == 2
+    assert "--genres: dataset shop has no item genres" in _one_error_line(capsys)
+    assert not out.exists()

@@ -57,6 +57,26 @@ def test_rank_given_candidates_including_an_item_the_backbone_never_saw(client):
     assert all(set(it["mode_scores"]) == {"pointwise"} for it in items.values())
 
 
+def test_new_items_carry_client_genres_and_catalog_items_the_catalogs(client, resources):
+    from service.catalog import Catalog
+    from service.schemas import RankIn, to_candidates, to_history
+
+    body = RankIn(user_id="2", candidates=["50", {"item_id": "new-1", "title": "Dune: Part Two (2024)",
+                                                  "genres": ["Sci-Fi", "Adventure"]},
+                                           {"item_id": "1", "title": "ignored", "genres": ["Horror"]}],
+                  history=[{"item_id": "x-9", "title": "Arrival (2016)", "rating": 5, "genres": ["Sci-Fi"]}])
+    catalog = Catalog(resources.dataset, resources.split, resources.generator, history_max=50)
+    prepared = catalog.prepare("2", [], to_history(body.history), to_candidates(body.candidates), 3)
+    genres = {c.item_id: c.genres for c in prepared.candidates}
+    assert genres == {"50": ("Action", "Adventure", "Romance", "Sci-Fi", "War"), "new-1": ("Sci-Fi", "Adventure"),
+                      "1": ("Animation", "Children's", "Comedy")}  # a catalog item keeps the catalog's own
+    assert prepared.profile.history[0].genres == ("Sci-Fi",)
+    # bounded like titles: at most 10 genres of at most 40 characters
+    for bad in (["g"] * 11, ["x" * 41], [""]):
+        r = client.post("/v1/rank", json={"user_id": "2", "candidates": [{"item_id": "n", "title": "T", "genres": bad}]})
+        assert r.status_code == 422 and "genres" in r.text, r.text
+
+
 def test_events_change_the_next_ranking_and_invalidate_the_cache(client):
     user = new_user()
     assert client.post("/v1/rank", json={"user_id": user}).status_code == 404  # nothing known yet

@@ -4,6 +4,7 @@ computes exactly what the engine serves."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -75,6 +76,30 @@ def test_examples_follow_their_target_and_never_show_held_out_items(split):
             else:
                 line = next(x for x in q["specific"].splitlines() if x.endswith(target_title))
                 assert line.startswith(q["answer"] + ". ") and q["answer"] in LISTWISE_LABELS
+
+
+def test_examples_with_genres_show_each_items_genres_as_served():
+    from dataclasses import asdict
+
+    from ranker.prompts import PromptConfig
+
+    ds = synthetic_dataset()
+    ds.genres = [(f"Genre{i % 3}",) for i in range(ds.n_items)]
+    genred = leave_one_out(ds)
+    cfg = RequestExampleConfig(pool=40, prompt=PromptConfig(genres=True))
+    rows = build_request_examples(genred, {"pop": _Loaded(_shifted_pop(genred))}, list(genred.users), cfg, seed=0)
+    assert rows
+    for row in rows:
+        pointwise = [q["specific"] for q in row["questions"] if q["mode"] == "pointwise"]
+        assert len(pointwise) == len(row["items"])  # one per candidate, in candidate order
+        for text, item_id in zip(pointwise, row["items"]):
+            assert f"(Genre{ds.item_index[item_id] % 3}) 1-5." in text
+        listwise = [q for q in row["questions"] if q["mode"] == "listwise"]
+        shown = [line for q in listwise for line in q["specific"].splitlines()[1:] if line[1:3] == ". "]
+        assert len(shown) == len(listwise) * len(row["items"])
+        assert all(re.search(r" \(Genre[012]\)$", line) for line in shown)
+        assert all("(Genre" in line for line in row["shared"].splitlines()[1:] if line.startswith('"'))
+    assert asdict(cfg)["prompt"]["genres"] is True  # what the manifest, then train_config.json, records
 
 
 def test_a_target_outside_the_pool_is_skipped(split):
