@@ -64,13 +64,9 @@ def quantize_decoder(decoder: nn.Module) -> int:
 
 
 def matmul_rates(n: int = 2048, repeats: int = 5) -> dict:
-    """bf16 (bench_ranker.matmul_flops) and int8 (torch._int_mm, the int8 layers' kernel) rates."""
-    x = torch.randint(-127, 127, (n, n), dtype=torch.int8)
-    torch._int_mm(x, x)
-    t = time.perf_counter()
-    for _ in range(repeats):
-        torch._int_mm(x, x)
-    int8 = 2 * n**3 * repeats / (time.perf_counter() - t)
+    """bf16 and int8 (torch._int_mm, the int8 layers' kernel) rates, the same estimator for both
+    (bench_ranker.matmul_flops: median of ``repeats`` after a warm-up)."""
+    int8 = matmul_flops(torch.int8, n, repeats, kernel=torch._int_mm)
     return {f"bf16_{n}^3_gops": round(matmul_flops(torch.bfloat16, n, repeats) / 1e9, 1),
             f"int8_{n}^3_gops": round(int8 / 1e9, 1)}
 

@@ -141,14 +141,18 @@ def run_users(ranker: Ranker, requests: list[RankRequest]) -> dict:
     }
 
 
-def matmul_flops(dtype: torch.dtype, n: int, repeats: int = 5) -> float:
-    """FLOP/s of an n x n by n x n matmul (2 n^3 FLOPs), median of ``repeats`` after a warm-up."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
+def matmul_flops(dtype: torch.dtype, n: int, repeats: int = 5, kernel=torch.mm) -> float:
+    """FLOP/s of an n x n by n x n ``kernel`` (2 n^3 operations), median of ``repeats`` after a
+    warm-up. Integer dtypes get random int8-range values (``torch._int_mm`` is the int8 kernel)."""
+    if dtype.is_floating_point:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    else:
+        a, b = (torch.randint(-127, 127, (n, n), dtype=dtype) for _ in range(2))
+    kernel(a, b)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        torch.mm(a, b)
+        kernel(a, b)
         times.append(time.perf_counter() - t)
     return 2 * n ** 3 / statistics.median(times)
 
