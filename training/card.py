@@ -38,6 +38,8 @@ def _data_line(manifest: dict) -> str:
     head = (f"- data: {manifest['dataset']} (fingerprint `{manifest['data_fingerprint'][:16]}`), "
             f"{manifest['sampling']['method']} user sampling, {manifest['sampling']['n_draws']} draws of "
             f"{manifest['sampling']['n_unique']} users, seed {manifest['seed']}; ")
+    if manifest.get("config", {}).get("prompt", {}).get("genres"):
+        head += "item text: title and genres (served the same way); "
     if "n_questions" in manifest:  # request-shaped examples (training/requests.py)
         return head + (f"{manifest['n_examples']} requests ({manifest['n_questions']} questions of the three tasks; "
                        f"per backbone {manifest['per_backbone']}; {manifest['with_hints']} with hints), candidates "

@@ -24,6 +24,13 @@ def test_card_from_a_tune_folder(tmp_path):
     assert "12 optimizer steps of 20 planned (stopped by max_minutes), 96 examples seen" in card
     assert "--max-lora-rank 8" in card and "q_proj, v_proj" in card
     assert (tmp_path / "loss.png").stat().st_size > 1000
+    assert "genres" not in card  # titles only unless the examples were rendered with genres
+
+    config = json.loads((tmp_path / "train_config.json").read_text())
+    config["dataset"]["manifest"]["config"] = {"prompt": {"genres": True}}
+    (tmp_path / "train_config.json").write_text(json.dumps(config))
+    assert "item text: title and genres" in write_card(tmp_path, None, "cmd").read_text()
+    (tmp_path / "train_config.json").write_text(json.dumps(config | {"dataset": {"manifest": manifest}}))
 
 
 def test_card_says_whether_the_llm_is_used(tmp_path):
