@@ -17,6 +17,7 @@ class Item:
     item_id: str
     title: str
     rating: float | None = None
+    genres: tuple[str, ...] = ()
 
 
 def test_rows_become_profiles_and_candidates() -> None:
@@ -30,11 +31,15 @@ def test_rows_become_profiles_and_candidates() -> None:
     assert [c.backbone_score for c in candidates_from_items(ds, [1], None)] == [None]
     with pytest.raises(ValueError, match="2 items but 1 scores"):
         candidates_from_items(ds, [0, 1], [1.0])
+    ds.genres = [("Drama",), (), ("Comedy", "War")]  # the catalog's genres travel with its items
+    assert profile_from_events(ds, "u", events).history[0].genres == ()
+    assert profile_from_events(ds, "u", events).history[1].genres == ("Drama",)
+    assert candidates_from_items(ds, [2], None)[0].genres == ("Comedy", "War")
 
 
 def test_resolved_items_keep_client_titles_and_unknown_scores() -> None:
-    items = [Item("50", "Star Wars (1977)", 5.0), Item("new-1", "Dune (2024)")]
+    items = [Item("50", "Star Wars (1977)", 5.0), Item("new-1", "Dune (2024)", None, ("Sci-Fi",))]
     assert profile_from_items("u", items).history == (HistoryEntry("50", "Star Wars (1977)", 5.0),
-                                                      HistoryEntry("new-1", "Dune (2024)", None))
+                                                      HistoryEntry("new-1", "Dune (2024)", None, ("Sci-Fi",)))
     assert candidates_from_named(items, [1.5, None]) == [Candidate("50", "Star Wars (1977)", 1.5),
-                                                         Candidate("new-1", "Dune (2024)", None)]
+                                                         Candidate("new-1", "Dune (2024)", None, ("Sci-Fi",))]
