@@ -10,7 +10,8 @@ history once and on candidate titles.
 
 Titles (and genres) are untrusted and pass through ``ranker.text.sanitize_title`` here, so
 no caller can forget it. Genres follow an item's title, in parentheses, only when
-``PromptConfig.genres`` is on: an adapter is served with the layout it was tuned on. Templates are data, checked for their placeholders at import.
+``PromptConfig.genres`` is on: an adapter is served with the layout it was tuned on.
+Templates are data, checked for their placeholders at import.
 """
 
 from __future__ import annotations
