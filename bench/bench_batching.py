@@ -32,6 +32,7 @@ from candidate_gen.data import load_movielens_100k
 from candidate_gen.split import leave_one_out
 import numpy as np
 
+from ranker.adapter import load_adapter
 from ranker.chat import to_scoring_prompt
 from ranker.engines.hf import HFEngine
 from ranker.model import BUNDLED_MODEL, prepare_model
@@ -133,8 +134,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"only {len(requests)} users with a test like among the first {2 * max(args.batch_sizes)}")
     engine = HFEngine(prepare_model(args.model, args.model_cache), adapter_path=args.adapter, device=args.device,
                       dtype=args.dtype)
+    # the prompt layout the adapter was tuned on (genres or not), as the service renders it
+    genres = load_adapter(args.adapter).item_genres if args.adapter else False
     config = RankerConfig(pairwise_budget=args.pairwise_budget, listwise_shuffles=args.listwise_shuffles,
-                          history_token_budget=args.history_token_budget)
+                          history_token_budget=args.history_token_budget, item_genres=genres)
     ranker = Ranker(engine, config)
     ranker.rank_many(requests[: max(args.batch_sizes)])  # warm-up: allocations, kernels, tokenizer caches
     load = os.getloadavg()

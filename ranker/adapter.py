@@ -48,17 +48,26 @@ def adapter_revision(path: Path) -> str:
     return sha256_files([path / CONFIG_FILE, *sorted(path.glob("adapter_model.*"))])[:16]
 
 
+def recorded_prompt(train_config: dict) -> dict:
+    """The prompt settings a ``train_config.json`` records for the tuning examples ({} when absent)."""
+    try:
+        return dict(train_config["dataset"]["manifest"]["config"]["prompt"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
 def tuned_prompt(path: Path) -> dict:
     """The prompt settings the adapter's examples were rendered with ({} when not recorded)."""
     file = Path(path) / TRAIN_CONFIG_FILE
     if not file.is_file():
         return {}
     try:
-        info = json.loads(file.read_text())
-        return dict(info["dataset"]["manifest"]["config"]["prompt"])
-    except (ValueError, KeyError, TypeError):
+        prompt = recorded_prompt(json.loads(file.read_text()))
+    except ValueError:
+        prompt = {}
+    if not prompt:
         log.warning("%s: no prompt settings recorded; serving the default prompt layout", file)
-        return {}
+    return prompt
 
 
 def load_adapter(path: str | Path, name: str | None = None) -> Adapter:
