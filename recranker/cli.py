@@ -105,7 +105,7 @@ def cmd_weights(args, settings: Settings) -> None:
         run = pipeline.choose_hybrid_weights(
             settings, _data(args), backbone=args.backbone, adapter=args.adapter, users=args.users,
             seed=args.seed, num_candidates=_num_candidates(args, settings), hints=args.hints,
-            fusion=args.fusion, test_gap=args.test_gap)
+            fusion=args.fusion, test_gap=args.test_gap, objective=args.objective)
     except pipeline.PipelineError as e:
         raise CLIError(str(e)) from None
     for key, d in run["details"].items():
@@ -340,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--test-gap", action="store_true",
                     help="after choosing, score the choice on test users too (the validation-to-test gap; "
                          "reuses `recranker evaluate`'s cached test outcomes)")
+    sp.add_argument("--objective", default="NDCG@3",
+                    help="metric the grid point is chosen by, HR@k or NDCG@k (default NDCG@3; NDCG@10 over 10 "
+                         "candidates counts every rank); the serving verdict is always on NDCG@3")
     sp.set_defaults(func=cmd_weights)
 
     sp = sub.add_parser("serve", help="run the ranking service")

@@ -107,3 +107,16 @@ def test_genres_on_data_without_genres_is_one_line_exit_2(env, capsys) -> None:
     assert main(["instructions", "requests", "--dataset-path", str(data), "--genres", "--out", str(out)]) == 2
     assert "--genres: dataset shop has no item genres" in _one_error_line(capsys)
     assert not out.exists()
+
+
+def test_weights_with_an_unknown_objective_is_one_line_exit_2_before_any_scoring(env, capsys) -> None:
+    import shutil
+
+    from stack.settings import DEFAULT_ADAPTER
+
+    adapter = env / "adapter"
+    shutil.copytree(DEFAULT_ADAPTER, adapter)
+    before = (adapter / "hybrid_weights.json").read_text()
+    assert main(["weights", "--adapter", str(adapter), "--objective", "MRR", "--users", "3"]) == 2
+    assert "--objective: metric must be HR@k or NDCG@k" in _one_error_line(capsys)
+    assert (adapter / "hybrid_weights.json").read_text() == before

@@ -10,8 +10,8 @@ import pytest
 from ranker.ensemble import EnsembleWeights
 from training.evaluate import UserOutcome, hybrid_ranking, report, row_ranks
 from training.report import bootstrap_ci, markdown_paired_table, markdown_table, paired_differences
-from training.weights import (BACKBONE_ONLY, choose_weights, cross_validated_diffs, select_weights, serves_llm,
-                              weight_grid)
+from training.weights import (BACKBONE_ONLY, choose_weights, cross_validated_diffs, metric_values, select_weights,
+                              serves_llm, weight_grid)
 
 
 def outcome(target, pointwise=None, listwise=None, cands=("a", "b", "c")):
@@ -171,6 +171,54 @@ def test_cross_validation_scores_each_fold_with_weights_chosen_elsewhere():
     out = cross_validated_diffs(diffs, folds=10, seed=0)  # leave one out
     # held-out user k<5: the rest favour point 1 (4 wins vs 5 small losses: 4 - 0.5 > 0) -> 1.0
     assert out[:5].tolist() == [1.0] * 5 and out[5:].tolist() == [-0.1] * 5
+
+
+def test_cross_validation_picks_on_the_objective_and_scores_the_metric():
+    diffs = np.zeros((2, 10))
+    diffs[1] = -0.1  # point 1 loses on the metric everywhere...
+    objective = np.zeros((2, 10))
+    objective[1] = 1.0  # ...but wins on the objective, so every fold picks it
+    out = cross_validated_diffs(diffs, folds=5, seed=0, choose_on=objective)
+    assert out.tolist() == [-0.1] * 10
+
+
+def test_metric_values_any_cutoff():
+    ranks = [0, 3, 9, None]
+    assert metric_values(ranks, "HR@3").tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert metric_values(ranks, "HR@10").tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert metric_values(ranks, "NDCG@10")[1] == pytest.approx(1 / math.log2(5))
+    with pytest.raises(ValueError, match="HR@k or NDCG@k"):
+        metric_values(ranks, "MRR")
+
+
+def _noisy_ten(n=80, seed=2):
+    """10 candidates, the target anywhere, modes weakly informative."""
+    rng = np.random.default_rng(seed)
+    cands = list("abcdefghij")
+    users = []
+    for _ in range(n):
+        t = rng.integers(10)
+        scores = {m: {c: float(rng.normal() + (0.4 if i == t else 0.0)) for i, c in enumerate(cands)}
+                  for m in ("pointwise", "listwise")}
+        users.append(UserOutcome("u", cands[t], cands, [10.0 - i for i in range(10)], mode_scores=scores))
+    return users
+
+
+def test_selection_by_a_smoother_objective_keeps_the_verdict_on_the_metric():
+    from training.weights import paired_diffs, uses_llm
+
+    users = _noisy_ten()
+    by_depth = select_weights(users, seed=0, objective="NDCG@10")
+    ev = by_depth.evidence
+    assert ev["objective"] == "NDCG@10" and ev["metric"] == "NDCG@3"
+    best = EnsembleWeights(**ev["best_llm_weights"])
+    # the pick is the LLM grid point with the best NDCG@10 ...
+    depth = {w: paired_diffs(users, w, "NDCG@10").mean() for w in weight_grid() if uses_llm(w)}
+    assert depth[best] == pytest.approx(max(depth.values()))
+    # ... and the verdict reads its NDCG@3 difference
+    assert ev["diff"] == pytest.approx(paired_diffs(users, best, "NDCG@3").mean())
+    # here the two objectives pick different points: the option changes the choice
+    assert select_weights(users, seed=0).evidence["best_llm_weights"] != ev["best_llm_weights"]
 
 
 def test_cache_key_separates_numerics_and_ignores_the_subset():
