@@ -82,7 +82,7 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
         f"- budget: {metrics['steps']} optimizer steps of {metrics['planned_steps']} planned "
         f"(stopped by {metrics['stopped']}), {metrics['steps'] * cfg['config']['batch_size'] * cfg['config']['grad_accum']} "
         f"{'requests' if 'n_questions' in manifest else 'examples'} seen, "
-        f"{metrics['train_seconds'] / 60:.1f} min on a 2-core CPU (one torch thread, "
+        f"{metrics['train_seconds'] / 60:.1f} min on a 2-core CPU ({_threads(cfg['config'].get('num_threads'))}, "
         f"{cfg['config'].get('dtype') or 'auto'} dtype), mean {metrics['mean_tokens']:.0f} tokens per example",
         f"- answer-token loss: first step {metrics['loss_first']:.3f}, last step {metrics['loss_last']:.3f}, "
         f"mean of the last 10 steps {np.mean(metrics['loss_curve'][-10:]):.3f}",
@@ -125,3 +125,11 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
     out = adapter_dir / "README.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def _threads(n: int | None) -> str:
+    """How many torch threads the run used, as recorded (None: torch's default)."""
+    if n is None:
+        return "torch's default threads"
+    return "one torch thread" if n == 1 else f"{n} torch threads"
+

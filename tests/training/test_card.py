@@ -47,3 +47,11 @@ def test_card_says_whether_the_llm_is_used(tmp_path):
     assert "hints_on: backbone only, no LLM (validation: LLM does not beat the backbone)" in card
     assert "+0.0020 [95% CI -0.0040, +0.0080]" in card and "backbone only (no LLM)" in card
     assert "refuses `use_hints: false`" in card
+
+
+def test_card_names_the_recorded_thread_count():
+    from training.card import _threads
+
+    assert _threads(1) == "one torch thread"
+    assert _threads(2) == "2 torch threads"
+    assert _threads(None) == "torch's default threads"
