@@ -132,4 +132,3 @@ def _threads(n: int | None) -> str:
     if n is None:
         return "torch's default threads"
     return "one torch thread" if n == 1 else f"{n} torch threads"
-

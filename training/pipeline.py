@@ -198,8 +198,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
     settings_to_run = {"on": [True], "off": [False], "both": [True, False]}[hints]
     selections: dict[bool, Selection] = {}
     details: dict = {"stage": "valid", "backbone": backbone, "num_candidates": num_candidates, "seed": seed,
-                     "users_requested": users, "metric": "NDCG@3",
-                     "objective": objective}
+                     "users_requested": users, "metric": "NDCG@3", "objective": objective}
     for use_hints in settings_to_run:
         config = EvalConfig(stage="valid", num_candidates=num_candidates, use_hints=use_hints, users=users, seed=seed)
         valid = _outcomes(settings, built, config)

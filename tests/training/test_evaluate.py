@@ -10,8 +10,8 @@ import pytest
 from ranker.ensemble import EnsembleWeights
 from training.evaluate import UserOutcome, hybrid_ranking, report, row_ranks
 from training.report import bootstrap_ci, markdown_paired_table, markdown_table, paired_differences
-from training.weights import (BACKBONE_ONLY, choose_weights, cross_validated_diffs, metric_values, select_weights,
-                              serves_llm, weight_grid)
+from training.weights import (BACKBONE_ONLY, choose_weights, cross_validated_diffs, metric_values, paired_diffs,
+                              select_weights, serves_llm, uses_llm, weight_grid)
 
 
 def outcome(target, pointwise=None, listwise=None, cands=("a", "b", "c")):
@@ -205,8 +205,6 @@ def _noisy_ten(n=80, seed=2):
 
 
 def test_selection_by_a_smoother_objective_keeps_the_verdict_on_the_metric():
-    from training.weights import paired_diffs, uses_llm
-
     users = _noisy_ten()
     by_depth = select_weights(users, seed=0, objective="NDCG@10")
     ev = by_depth.evidence
