@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--test-gap", action="store_true",
                     help="after choosing, score the choice on test users too (the validation-to-test gap; "
                          "reuses `recranker evaluate`'s cached test outcomes)")
-    sp.add_argument("--objective", default="NDCG@3",
+    sp.add_argument("--objective", default=None,
                     help="metric the grid point is chosen by, HR@k or NDCG@k (default NDCG@3; NDCG@10 over 10 "
                          "candidates counts every rank); the serving verdict is always on NDCG@3")
     sp.set_defaults(func=cmd_weights)

@@ -175,7 +175,7 @@ def evaluate_new_items(settings: Settings, data: DataChoice, *, adapter: str | N
 
 def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str, adapter: str | None,
                           users: int | None, seed: int, num_candidates: int, hints: str = "both",
-                          fusion: str = "grid", test_gap: bool = False, objective: str = "NDCG@3") -> dict:
+                          fusion: str = "grid", test_gap: bool = False, objective: str | None = None) -> dict:
     """Choose the hybrid weights on validation users, per hint setting ('on', 'off', 'both'),
     with the paired rule of ``training.weights.select_weights``; write them beside the adapter.
     The setting not run keeps the weights already chosen for it. Returns a summary for the CLI.
@@ -184,9 +184,12 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
     validation outcomes and records it (not served). ``test_gap`` scores the chosen grid
     weights (and the fusion) on test users too, after every choice is made: the
     validation-to-test gap; it reuses `recranker evaluate`'s cached test outcomes.
-    ``objective``: what the grid point is chosen by (the verdict stays on NDCG@3)."""
+    ``objective``: what the grid point is chosen by (default and verdict: NDCG@3)."""
     from training.evaluate import EvalConfig
-    from training.weights import Selection, metric_cutoff, save_weights, select_weights, weight_set_from
+    from training.weights import (VERDICT_METRIC, Selection, metric_cutoff, save_weights, select_weights,
+                                  weight_set_from)
+
+    objective = objective or VERDICT_METRIC
 
     try:
         metric_cutoff(objective)  # before minutes of LLM scoring
@@ -198,7 +201,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
     settings_to_run = {"on": [True], "off": [False], "both": [True, False]}[hints]
     selections: dict[bool, Selection] = {}
     details: dict = {"stage": "valid", "backbone": backbone, "num_candidates": num_candidates, "seed": seed,
-                     "users_requested": users, "metric": "NDCG@3", "objective": objective}
+                     "users_requested": users, "metric": VERDICT_METRIC, "objective": objective}
     for use_hints in settings_to_run:
         config = EvalConfig(stage="valid", num_candidates=num_candidates, use_hints=use_hints, users=users, seed=seed)
         valid = _outcomes(settings, built, config)

@@ -26,6 +26,8 @@ from training.data_io import write_text_atomic
 from training.evaluate import UserOutcome, row_ranks
 from training.report import PAIRED_RESAMPLES, bootstrap_ci, per_user_metrics
 
+# The metric the serving verdict (and its cross-validated check) is always on.
+VERDICT_METRIC = "NDCG@3"
 MODE_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # Up to 5: the best LLM mixes on validation sat at the old edge (2), where the LLM only
 # reorders near-ties of the backbone; the grid should contain its optimum, not clip it.
@@ -125,7 +127,7 @@ def cross_validated_diffs(diffs: np.ndarray, folds: int = CV_FOLDS, seed: int = 
     return out
 
 
-def select_weights(outcomes: Sequence[UserOutcome], metric: str = "NDCG@3", seed: int = 0,
+def select_weights(outcomes: Sequence[UserOutcome], metric: str = VERDICT_METRIC, seed: int = 0,
                    n_boot: int = PAIRED_RESAMPLES, objective: str | None = None) -> Selection:
     """The served weights and the verdict: LLM weights only when their paired validation
     interval is above 0 (see the module docstring).
