@@ -89,20 +89,20 @@ def test_weights_chosen_for_another_revision_are_flagged(tmp_path: Path, caplog)
 
 
 
-def test_an_adapter_tuned_with_genres_is_served_with_genres(tmp_path: Path, caplog) -> None:
+def test_an_adapter_is_served_in_the_item_text_it_was_tuned_on(tmp_path: Path, caplog) -> None:
     from ranker.adapter import load_adapter
     from stack.build import served_ranker_config
 
     settings = Settings(_env_file=None)
-    shipped = load_adapter(DEFAULT_ADAPTER)
-    assert not shipped.item_genres and not served_ranker_config(settings, shipped).prompt_config.genres
+    shipped = load_adapter(DEFAULT_ADAPTER)  # tuned by `instructions requests --genres`
+    assert shipped.item_genres and served_ranker_config(settings, shipped).prompt_config.genres
     for f in ("adapter_config.json", "adapter_model.safetensors"):
         (tmp_path / f).write_bytes((DEFAULT_ADAPTER / f).read_bytes())
     config = json.loads((DEFAULT_ADAPTER / "train_config.json").read_text())
-    config["dataset"]["manifest"]["config"]["prompt"]["genres"] = True  # as `instructions requests --genres` records
+    config["dataset"]["manifest"]["config"]["prompt"]["genres"] = False  # as a run without --genres records
     (tmp_path / "train_config.json").write_text(json.dumps(config))
-    tuned = load_adapter(tmp_path)
-    assert tuned.item_genres and served_ranker_config(settings, tuned).prompt_config.genres
+    titles_only = load_adapter(tmp_path)
+    assert not titles_only.item_genres and not served_ranker_config(settings, titles_only).prompt_config.genres
     assert not served_ranker_config(settings, None).prompt_config.genres  # the base model: titles only
     (tmp_path / "train_config.json").write_text("{not json")
     with caplog.at_level("WARNING", logger="ranker.adapter"):
