@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ranker.types import MODES
@@ -59,6 +59,8 @@ MODE_NAMES = MODES  # the weight fields that cost LLM time
 HINT_KEYS = {True: "hints_on", False: "hints_off"}
 
 
+BACKBONE_ONLY = EnsembleWeights(pointwise=0.0, pairwise=0.0, listwise=0.0, backbone=1.0)
+
 class HintWeightsMissing(ValueError):
     """Hints off was asked for, but the served weights were chosen with hints on only."""
 
@@ -79,6 +81,7 @@ class WeightSet:
     chosen: bool = False
     llm_helps: dict[str, bool] = field(default_factory=dict)
     evidence: dict = field(default_factory=dict)
+    withheld: dict[str, str] = field(default_factory=dict)  # hint key -> why its chosen weights are not served
 
     def for_hints(self, use_hints: bool) -> EnsembleWeights:
         if use_hints:
@@ -120,12 +123,30 @@ class WeightSet:
             if used is None:
                 parts.append(f"{key}: refused (weights chosen with hints on only)")
                 continue
+            if key in self.withheld:
+                parts.append(f"{key}: backbone only, no LLM ({self.withheld[key]})")
+                continue
             modes = self.modes_used(hints)
             verdict = self.llm_helps.get(key)
             why = "" if verdict is None else (" (validation: LLM helps)" if verdict
                                                   else " (validation: LLM does not beat the backbone)")
             parts.append(f"{key}: " + (f"LLM modes {', '.join(modes)}" if modes else "backbone only, no LLM") + why)
         return "; ".join(parts)
+
+    def served_over(self, backbone_model: str) -> WeightSet:
+        """This set as served over ``backbone_model``'s candidates. A hint setting whose weights
+        were chosen over another backbone's serves that backbone alone: the mix's scale and
+        its trust in the backbone prior were fitted to the other one, and a mix that passed
+        the rule for one backbone has lost to another on validation (docs/results.md)."""
+        withheld = {key: f"weights chosen over {chosen['backbone_model']} candidates, this stack serves {backbone_model}"
+                    for key in HINT_KEYS.values()
+                    if (chosen := self.chosen_elsewhere(key, backbone_model=backbone_model))}
+        if not withheld:
+            return self
+        return replace(self,
+                       hints_on=BACKBONE_ONLY if "hints_on" in withheld else self.hints_on,
+                       hints_off=BACKBONE_ONLY if "hints_off" in withheld else self.hints_off,
+                       withheld={**self.withheld, **withheld})
 
     def chosen_elsewhere(self, key: str, **now: str) -> dict[str, str]:
         """For hint setting ``key``: the recorded choice contexts (evidence fields such as

@@ -99,13 +99,18 @@ def build_engine(settings: Settings, adapter: Adapter | None = None) -> Engine:
                          tokenizer_path=model_path, adapter=adapter)
 
 
-def build_ranker(settings: Settings, adapter: Adapter | None, **config_overrides) -> Ranker:
+def build_ranker(settings: Settings, adapter: Adapter | None, backbone: str | None = None,
+                 **config_overrides) -> Ranker:
     """Engine + the adapter's tuned hybrid weights, one set per hint setting (defaults without
-    one) + the settings' config, in the prompt layout the adapter was tuned on (genres or not)."""
+    one) + the settings' config, in the prompt layout the adapter was tuned on (genres or not).
+    Over ``backbone``'s candidates, weights chosen over another backbone's serve the backbone
+    alone (``WeightSet.served_over``)."""
     from ranker.ensemble import WeightSet
 
     engine = build_engine(settings, adapter)
     weights = adapter.weight_set if adapter is not None else WeightSet()
+    if backbone is not None:
+        weights = weights.served_over(backbone)
     log.info("hybrid weights: %s", weights.describe())
     return Ranker(engine, served_ranker_config(settings, adapter, **config_overrides), weights)
 
@@ -121,8 +126,8 @@ def weights_chosen_elsewhere(weight_set, backbone: str) -> list[str]:
     """One line per hint setting whose hybrid weights were chosen over another backbone's
     candidates (their scale and trust in the backbone prior were fitted to that one)."""
     return [f"the {setting} hybrid weights were chosen over {chosen_for['backbone_model']} candidates, this stack "
-            f"serves {backbone}: choose them for it with `recranker weights --backbone {backbone}` (in a copy of "
-            "the adapter folder)"
+            f"serves {backbone}: {setting} answers in the backbone's order; choose weights for it with "
+            f"`recranker weights --backbone {backbone}` (in a copy of the adapter folder)"
             for setting in weight_set.evidence
             if (chosen_for := weight_set.chosen_elsewhere(setting, backbone_model=backbone))]
 
@@ -141,7 +146,7 @@ def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path:
              time.perf_counter() - t)
     t = time.perf_counter()
     resolved = resolve_adapter(settings, adapter)
-    ranker = build_ranker(settings, resolved)
+    ranker = build_ranker(settings, resolved, loaded.backbone.name)
     log.info("engine %s (adapter %s) ready in %.1fs", ranker.engine.model_name, ranker.engine.adapter_name,
              time.perf_counter() - t)
     for warning in weights_chosen_elsewhere(ranker.weight_set, loaded.backbone.name):

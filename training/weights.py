@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ranker.ensemble import WEIGHTS_FILE, EnsembleWeights, WeightSet
+from ranker.ensemble import BACKBONE_ONLY, WEIGHTS_FILE, EnsembleWeights, WeightSet
 from training.data_io import write_text_atomic
 from training.evaluate import UserOutcome, row_ranks
 from training.report import PAIRED_RESAMPLES, bootstrap_ci, per_user_metrics
@@ -32,7 +32,6 @@ MODE_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # Up to 5: the best LLM mixes on validation sat at the old edge (2), where the LLM only
 # reorders near-ties of the backbone; the grid should contain its optimum, not clip it.
 BACKBONE_STEPS = (0.0, 0.15, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0)
-BACKBONE_ONLY = EnsembleWeights(pointwise=0.0, pairwise=0.0, listwise=0.0, backbone=1.0)
 CV_FOLDS = 5
 RULE = ("LLM weights served only if the paired 95% CI of (hybrid - backbone) on validation is above 0 "
         "and the cross-validated difference of the selection is above 0")

@@ -96,3 +96,23 @@ def test_weights_name_the_choice_contexts_that_differ():
         "adapter_revision": "r1", "backbone_model": "lightgcn"}
     assert ws.chosen_elsewhere("hints_off", adapter_revision="r2", backbone_model="sasrec") == {}
     assert ws.chosen_elsewhere("missing", adapter_revision="r2") == {}
+
+
+def test_weights_chosen_over_another_backbone_serve_the_backbone_alone_there():
+    from ranker.ensemble import BACKBONE_ONLY, WeightSet
+
+    mix = EnsembleWeights(pointwise=0.5, pairwise=0.0, listwise=0.5, backbone=0.3)
+    ws = WeightSet(hints_on=mix, hints_off=BACKBONE_ONLY, chosen=True,
+                   llm_helps={"hints_on": True, "hints_off": False},
+                   evidence={"hints_on": {"backbone_model": "lightgcn"}, "hints_off": {"backbone_model": "lightgcn"}})
+    assert ws.served_over("lightgcn") is ws
+    assert ws.modes_used(True) == ("pointwise", "listwise")
+    over_sasrec = ws.served_over("sasrec")
+    assert over_sasrec.for_hints(True) == BACKBONE_ONLY and over_sasrec.modes_used(True) == ()
+    assert set(over_sasrec.withheld) == {"hints_on", "hints_off"}
+    assert over_sasrec.describe().startswith(
+        "hints_on: backbone only, no LLM (weights chosen over lightgcn candidates, this stack serves sasrec)")
+    assert over_sasrec.evidence == ws.evidence  # the validation record is kept, only the serving changes
+    # a file written before the backbone was recorded is served as it is
+    unrecorded = WeightSet(hints_on=mix, chosen=True, evidence={"hints_on": {"diff": 0.01}})
+    assert unrecorded.served_over("sasrec").for_hints(True) == mix

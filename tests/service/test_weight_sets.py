@@ -67,3 +67,15 @@ def test_hints_off_without_its_weights_is_refused_and_with_them_served(client_wi
     both = client_with(WeightSet(hints_on=POINTWISE, hints_off=BACKBONE_ONLY, chosen=True))
     r = both.post("/v1/rank", json={"user_id": "7", "k": 2, "use_hints": False})
     assert r.status_code == 200 and r.json()["llm_calls"] == 0  # hints off: its own (backbone-only) weights
+
+
+def test_weights_chosen_over_another_backbone_are_not_served_over_this_one(client_with):
+    chosen_over_sasrec = WeightSet(hints_on=POINTWISE, hints_off=POINTWISE, chosen=True,
+                                   llm_helps={"hints_on": True, "hints_off": True},
+                                   evidence={key: {"backbone_model": "sasrec"} for key in ("hints_on", "hints_off")})
+    c = client_with(chosen_over_sasrec.served_over("pop"))  # as stack.build_ranker serves it over pop
+    ready = c.get("/readyz").json()
+    assert ready["llm_used"] == {"hints_on": False, "hints_off": False}
+    assert "weights chosen over sasrec candidates, this stack serves pop" in ready["components"]["llm"]["detail"]
+    body = c.post("/v1/rank", json={"user_id": "7", "k": 3}).json()
+    assert body["llm_calls"] == 0 and not body["degraded"]

@@ -35,3 +35,20 @@ def test_unknown_dtype_is_rejected_with_the_field_named(monkeypatch) -> None:
     monkeypatch.setenv("RECRANKER_DTYPE", "int3")
     with pytest.raises(pydantic.ValidationError, match="dtype"):
         Settings()
+
+
+@pytest.mark.slow
+def test_the_ranker_serves_the_shipped_weights_only_over_the_backbone_they_were_chosen_for(model_dir: Path) -> None:
+    from stack.build import build_ranker
+    from stack.settings import DEFAULT_ADAPTER
+    from ranker.adapter import load_adapter
+
+    settings = Settings(base_model=str(model_dir), device="cpu")
+    adapter = load_adapter(DEFAULT_ADAPTER)
+    chosen_for = {ev["backbone_model"] for ev in adapter.weight_set.evidence.values()}
+    assert chosen_for == {"lightgcn"}
+    over_lightgcn = build_ranker(settings, adapter, "lightgcn").weight_set
+    assert over_lightgcn.for_hints(True) == adapter.weight_set.hints_on and not over_lightgcn.withheld
+    over_sasrec = build_ranker(settings, adapter, "sasrec").weight_set
+    assert over_sasrec.llm_used() == {"hints_on": False, "hints_off": False} and set(over_sasrec.withheld) == {
+        "hints_on", "hints_off"}

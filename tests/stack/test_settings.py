@@ -119,3 +119,4 @@ def test_weights_chosen_over_another_backbone_are_flagged() -> None:
     assert weights_chosen_elsewhere(shipped, "lightgcn") == []
     lines = weights_chosen_elsewhere(shipped, "sasrec")
     assert len(lines) == len(shipped.evidence) and "chosen over lightgcn candidates, this stack serves sasrec" in lines[0]
+    assert "answers in the backbone's order" in lines[0]
