@@ -104,6 +104,10 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
                              + f" -> {'LLM weights served' if ws.llm_helps.get(key) else 'backbone only (no LLM)'}")
         if ws.evidence:
             lines += ["", f"Rule: {next(iter(ws.evidence.values())).get('rule', '')}", ""]
+        if chosen_over := sorted({ev["backbone_model"] for ev in ws.evidence.values() if ev.get("backbone_model")}):
+            lines += [f"Chosen over {', '.join(chosen_over)} candidates: a service over another backbone's candidates "
+                      "answers in that backbone's order until `recranker weights --backbone B` chooses weights for it.",
+                      ""]
         if ws.hints_off is None:
             lines += ["No hints-off weights: the service refuses `use_hints: false` without the request's own weights.", ""]
         lines += ["```json", weights_path.read_text().strip(), "```", ""]

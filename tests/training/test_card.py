@@ -40,13 +40,15 @@ def test_card_says_whether_the_llm_is_used(tmp_path):
 
     test_card_from_a_tune_folder(tmp_path)
     ev = {"metric": "NDCG@3", "users": 300, "best_llm_weights": EnsembleWeights().to_dict(), "diff": 0.002,
-          "ci": [-0.004, 0.008], "cross_validated": {"diff": -0.001, "ci": [-0.006, 0.004]}, "rule": "r"}
+          "ci": [-0.004, 0.008], "cross_validated": {"diff": -0.001, "ci": [-0.006, 0.004]}, "rule": "r",
+          "backbone_model": "sasrec"}
     ws = weight_set_from({True: Selection(BACKBONE_ONLY, False, ev)})
     save_weights(ws, tmp_path, {})
     card = write_card(tmp_path, None, "cmd").read_text()
     assert "hints_on: backbone only, no LLM (validation: LLM does not beat the backbone)" in card
     assert "+0.0020 [95% CI -0.0040, +0.0080]" in card and "backbone only (no LLM)" in card
     assert "refuses `use_hints: false`" in card
+    assert "Chosen over sasrec candidates: a service over another backbone's candidates answers in" in card
 
 
 def test_card_names_the_recorded_thread_count():
