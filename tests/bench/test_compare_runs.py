@@ -38,3 +38,14 @@ def test_different_candidates_are_refused():
     b = [UserOutcome(user_id="1", target="a", candidates=["a", "b", "c"], backbone_scores=[3.0, 2.0, 1.0])]
     with pytest.raises(SystemExit, match="not a paired comparison"):
         compare(a, b, EnsembleWeights())
+
+
+def test_each_run_at_its_own_weights():
+    a = [_outcome("1", [0, 1, -1])]  # listwise puts the target first, the backbone second
+    both_listwise = compare(a, a, EnsembleWeights(pointwise=0, pairwise=0, listwise=1, backbone=0))
+    assert both_listwise["hybrid"]["NDCG@3"]["diff"] == 0
+    rows = compare(a, a, EnsembleWeights(pointwise=0, pairwise=0, listwise=1, backbone=0),
+                   weights_b=EnsembleWeights(pointwise=0, pairwise=0, listwise=0, backbone=1))
+    assert rows["hybrid"]["NDCG@3"]["a"] == pytest.approx(1.0)
+    assert rows["hybrid"]["NDCG@3"]["diff"] == pytest.approx(1 / 1.584962500721156 - 1)
+    assert rows["listwise"]["NDCG@3"]["diff"] == 0  # mode rows do not depend on the weights
