@@ -57,9 +57,8 @@ class EnsembleWeights:
 
 MODE_NAMES = MODES  # the weight fields that cost LLM time
 HINT_KEYS = {True: "hints_on", False: "hints_off"}
-
-
 BACKBONE_ONLY = EnsembleWeights(pointwise=0.0, pairwise=0.0, listwise=0.0, backbone=1.0)
+
 
 class HintWeightsMissing(ValueError):
     """Hints off was asked for, but the served weights were chosen with hints on only."""

@@ -104,8 +104,9 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
     adapter_path = str(built.adapter.path) if built.adapter else None
     out: dict = {"dataset": name, "backbone": backbone, "adapter": adapter_path,
                  "model": ranker.engine.model_name, "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict(),
-                 "weight_set": ranker.weight_set.to_dict(), "weights_withheld": ranker.weight_set.withheld, "stage": stage, "num_candidates": num_candidates,
-                 "seed": seed, "bootstrap_resamples": {"rows": 1000, "paired": PAIRED_RESAMPLES}}
+                 "weight_set": ranker.weight_set.to_dict(), "weights_withheld": ranker.weight_set.withheld,
+                 "stage": stage, "num_candidates": num_candidates, "seed": seed,
+                 "bootstrap_resamples": {"rows": 1000, "paired": PAIRED_RESAMPLES}}
     hint_settings = {"on": [True], "off": [False], "both": [True, False]}[hints]
     tables, charts = [], []
     for use_hints in hint_settings:
