@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ranker.adapter import recorded_prompt
-from ranker.ensemble import load_weight_set
+from ranker.ensemble import HintWeightsMissing, load_weight_set
 from stack.settings import DEFAULT_ADAPTER
 from training.report import markdown_paired_table, markdown_table
 
@@ -114,9 +114,15 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
     if eval_json is not None and Path(eval_json).is_file():
         ev = json.loads(Path(eval_json).read_text())
         lines += ["## Evaluation (test users, the paper's protocol)", ""]
+        served = load_weight_set(adapter_dir) if weights_path.is_file() else None
         for key in ("with_hints", "without_hints"):
             if key in ev:
                 res = ev[key]
+                scored = ev.get("weight_set", {}).get("hints_on" if key == "with_hints" else "hints_off")
+                if scored is not None:
+                    now = _served_dict(served, key == "with_hints")
+                    lines += [f"Hybrid row: weights {scored}"
+                              + ("" if now is None or now == scored else f" (not the served ones, {now})"), ""]
                 lines.append(markdown_table(res["rows"], f"{key.replace('_', ' ')}: all {res['users']} test users "
                                                          "(mean [95% bootstrap interval])"))
                 if "paired" in res:
@@ -129,6 +135,14 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
     out = adapter_dir / "README.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def _served_dict(weight_set, use_hints: bool) -> dict | None:
+    """The served weights for a hint setting as a dict (None: no file, or that setting is refused)."""
+    try:
+        return weight_set.for_hints(use_hints).to_dict() if weight_set is not None else None
+    except HintWeightsMissing:
+        return None
 
 
 def _threads(n: int | None) -> str:

@@ -57,3 +57,18 @@ def test_card_names_the_recorded_thread_count():
     assert _threads(1) == "one torch thread"
     assert _threads(2) == "2 torch threads"
     assert _threads(None) == "torch's default threads"
+
+
+def test_card_says_when_the_evaluated_hybrid_is_not_the_served_one(tmp_path):
+    from training.weights import BACKBONE_ONLY, Selection, save_weights, weight_set_from
+
+    test_card_from_a_tune_folder(tmp_path)
+    ev = {"metric": "NDCG@3", "users": 9, "best_llm_weights": BACKBONE_ONLY.to_dict(), "diff": 0.0, "ci": [0, 0]}
+    save_weights(weight_set_from({True: Selection(BACKBONE_ONLY, False, ev)}), tmp_path, {})
+    rows = {"backbone": {m: 0.1 for m in ("HR@3", "NDCG@3", "HR@5", "NDCG@5")}}
+    mix = {"pointwise": 0.5, "pairwise": 0.0, "listwise": 0.5, "backbone": 0.3}
+    eval_json = tmp_path / "eval.json"
+    eval_json.write_text(json.dumps({"weight_set": {"hints_on": mix},
+                                     "with_hints": {"rows": rows, "users": 9}}))
+    card = write_card(tmp_path, eval_json, "cmd").read_text()
+    assert f"Hybrid row: weights {mix} (not the served ones, {BACKBONE_ONLY.to_dict()})" in card
