@@ -207,8 +207,11 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         config = EvalConfig(stage="valid", num_candidates=num_candidates, use_hints=use_hints, users=users, seed=seed)
         valid = _outcomes(settings, built, config)
         sel = select_weights(valid, seed=seed, objective=objective)
-        # what these weights were chosen for: this adapter revision's scores over this backbone's candidates
-        sel.evidence.update(adapter_revision=built.adapter.revision, backbone_model=backbone)
+        # what these weights were chosen for: this adapter revision's scores over this backbone's candidates,
+        # computed with these numerics (the same users scored on another CPU moved a verdict)
+        info = getattr(built.engine, "info", {})
+        sel.evidence.update(adapter_revision=built.adapter.revision, backbone_model=backbone,
+                            scored_on={k: info.get(k) for k in ("device", "dtype", "bf16_units")})
         selections[use_hints] = sel
         key = "hints_on" if use_hints else "hints_off"
         details[key] = {**sel.evidence, "served": sel.weights.to_dict(), "llm_helps": sel.llm_helps,

@@ -306,7 +306,8 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
     def info(self) -> dict:
         return {"model": model_info(self.model_path), "adapter": self.adapter_name,
                 "adapter_revision": self.adapter_revision, "device": str(self.device),
-                "dtype": str(self.dtype).removeprefix("torch."), "adapter_merged": self.adapter_merged}
+                "dtype": str(self.dtype).removeprefix("torch."), "adapter_merged": self.adapter_merged,
+                "bf16_units": bf16_units(cpu_flags()) if self.device.type == "cpu" else None}
 
     def _attach_adapter(self, model, adapter: Adapter):
         from peft import PeftModel
@@ -356,11 +357,18 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def bf16_units(flags: frozenset[str]) -> str | None:
+    """The CPU's native bf16 matrix units (amx_bf16 or avx512_bf16), None without. Scores
+    differ slightly between them (other kernels, other rounding), enough to move a
+    validation verdict (docs/results.md), so choices record which one produced them."""
+    return next((unit for unit in ("amx_bf16", "avx512_bf16") if unit in flags), None)
+
+
 def auto_dtype(device_type: str, flags: frozenset[str]) -> torch.dtype:
     """bfloat16 on a GPU and on CPUs with native bf16 matrix units (AMX or AVX512-BF16:
     several times the fp32 matmul rate there), float32 on other CPUs, where bf16 is
     emulated and slower than fp32."""
-    if device_type == "cuda" or {"amx_bf16", "avx512_bf16"} & flags:
+    if device_type == "cuda" or bf16_units(flags):
         return torch.bfloat16
     return torch.float32
 

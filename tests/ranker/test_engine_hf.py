@@ -144,6 +144,9 @@ def test_lora_adapter_loads_and_changes_scores(hf_engine: HFEngine, model_dir: P
     # merged (the default: W + BA folded in at load) and kept apart score alike in float32
     apart = HFEngine(model_dir, adapter_path=adapter, device="cpu", dtype="float32", merge_adapter=False)
     assert (tuned.info["adapter_merged"], apart.info["adapter_merged"]) == (True, False)
+    from ranker.engines.hf import bf16_units, cpu_flags
+
+    assert tuned.info["bf16_units"] == bf16_units(cpu_flags())  # recorded beside validation verdicts
     np.testing.assert_allclose(apart.score(prompts, labels).logprobs, reused, atol=1e-4)
     with pytest.raises(ModelError, match="adapter_config.json"):
         HFEngine(model_dir, adapter_path=tmp_path, device="cpu")

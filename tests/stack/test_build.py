@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stack.settings import Settings
-from ranker.engines.hf import auto_dtype, cpu_flags
+from ranker.engines.hf import auto_dtype, bf16_units, cpu_flags
 from stack.build import build_engine
 
 
@@ -29,6 +29,9 @@ def test_auto_dtype_follows_the_hardware() -> None:
     assert auto_dtype("cpu", frozenset({"avx512f", "avx512_bf16"})) == torch.bfloat16
     assert auto_dtype("cpu", frozenset({"avx2", "avx512f"})) == torch.float32  # bf16 would be emulated: slower
     assert auto_dtype("cpu", frozenset()) == torch.float32
+    assert bf16_units(frozenset({"avx512_bf16", "amx_bf16"})) == "amx_bf16"
+    assert bf16_units(frozenset({"avx512f", "avx512_bf16"})) == "avx512_bf16"
+    assert bf16_units(frozenset({"avx2"})) is None
 
 
 def test_unknown_dtype_is_rejected_with_the_field_named(monkeypatch) -> None:

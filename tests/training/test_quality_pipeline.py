@@ -112,6 +112,8 @@ def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny, caplog):
     final = json.loads((stack.adapter.path / "hybrid_weights_selection.json").read_text())
     assert final["hints_off"] == after["hints_off"] and final["hints_on"]["top"]
     assert ws.evidence["hints_on"]["adapter_revision"] == stack.adapter.revision
+    # the numerics that produced the verdict, as the engine reports them (the keyword double has none)
+    assert ws.evidence["hints_on"]["scored_on"] == {"device": None, "dtype": None, "bf16_units": None}
 
     # weights chosen for another backbone or another revision of the adapter (retrained in
     # place) are not kept
