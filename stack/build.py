@@ -125,11 +125,9 @@ def served_ranker_config(settings: Settings, adapter: Adapter | None, **override
 def weights_chosen_elsewhere(weight_set, backbone: str) -> list[str]:
     """One line per hint setting whose hybrid weights were chosen over another backbone's
     candidates (their scale and trust in the backbone prior were fitted to that one)."""
-    return [f"the {setting} hybrid weights were chosen over {chosen_for['backbone_model']} candidates, this stack "
-            f"serves {backbone}: {setting} answers in the backbone's order; choose weights for it with "
-            f"`recranker weights --backbone {backbone}` (in a copy of the adapter folder)"
-            for setting in weight_set.evidence
-            if (chosen_for := weight_set.chosen_elsewhere(setting, backbone_model=backbone))]
+    return [f"{setting}: the hybrid {reason}; {setting} answers in the backbone's order; choose weights for it "
+            f"with `recranker weights --backbone {backbone}` (in a copy of the adapter folder)"
+            for setting, reason in weight_set.served_over(backbone).withheld.items()]
 
 
 def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path: str | None = None,

@@ -90,8 +90,8 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
         "![loss curve](loss.png)",
         "",
     ]
-    if weights_path.is_file():
-        ws = load_weight_set(adapter_dir)
+    ws = load_weight_set(adapter_dir) if weights_path.is_file() else None
+    if ws is not None:
         lines += ["## Hybrid weights (chosen on validation users)", "",
                   f"**Is the LLM used?** {ws.describe()}.", ""]
         for key, ev in ws.evidence.items():
@@ -114,13 +114,12 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
     if eval_json is not None and Path(eval_json).is_file():
         ev = json.loads(Path(eval_json).read_text())
         lines += ["## Evaluation (test users, the paper's protocol)", ""]
-        served = load_weight_set(adapter_dir) if weights_path.is_file() else None
         for key in ("with_hints", "without_hints"):
             if key in ev:
                 res = ev[key]
                 scored = ev.get("weight_set", {}).get("hints_on" if key == "with_hints" else "hints_off")
                 if scored is not None:
-                    now = _served_dict(served, key == "with_hints")
+                    now = _served_dict(ws, key == "with_hints")
                     lines += [f"Hybrid row: weights {scored}"
                               + ("" if now is None or now == scored else f" (not the served ones, {now})"), ""]
                 lines.append(markdown_table(res["rows"], f"{key.replace('_', ' ')}: all {res['users']} test users "

@@ -77,6 +77,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             raise ValueError(f"max_batch_tokens and pack_tokens must be >= 1, got {max_batch_tokens}, {pack_tokens}")
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
+        self.bf16_units = bf16_units(cpu_flags()) if self.device.type == "cpu" else None
         self.max_batch_tokens = max_batch_tokens
         self.pack_tokens = pack_tokens
         self.reuse_prefix = reuse_prefix
@@ -307,7 +308,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         return {"model": model_info(self.model_path), "adapter": self.adapter_name,
                 "adapter_revision": self.adapter_revision, "device": str(self.device),
                 "dtype": str(self.dtype).removeprefix("torch."), "adapter_merged": self.adapter_merged,
-                "bf16_units": bf16_units(cpu_flags()) if self.device.type == "cpu" else None}
+                "bf16_units": self.bf16_units}
 
     def _attach_adapter(self, model, adapter: Adapter):
         from peft import PeftModel
