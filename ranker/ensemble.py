@@ -147,6 +147,25 @@ class WeightSet:
                        hints_off=BACKBONE_ONLY if "hints_off" in withheld else self.hints_off,
                        withheld={**self.withheld, **withheld})
 
+    def scored_with_other_numerics(self, numerics: Mapping[str, str | None]) -> dict[str, str]:
+        """Per hint setting that runs the LLM: why its verdict was not reached with
+        ``numerics`` (the engine's device, dtype and bf16 units), when the evidence recorded
+        others. Not a reason to withhold the weights, but to re-check them: the same users
+        scored with another CPU's bf16 kernels moved a validation verdict (docs/results.md)."""
+        out: dict[str, str] = {}
+        if numerics.get("dtype") is None:
+            return out  # an engine that does not report its numerics (vLLM, test doubles)
+        for hints, key in HINT_KEYS.items():
+            evidence = self.evidence.get(key)
+            recorded = evidence.get("scored_on") if isinstance(evidence, dict) else None
+            if not self.modes_used(hints) or not isinstance(recorded, dict) or recorded.get("dtype") is None:
+                continue  # no LLM served, or chosen before the numerics were recorded
+            then, now = _numerics_class(recorded), _numerics_class(numerics)
+            if then != now:
+                out[key] = f"weights chosen on scores computed as {_describe_numerics(then)}, this engine computes " \
+                           f"{_describe_numerics(now)}"
+        return out
+
     def chosen_elsewhere(self, key: str, **now: str) -> dict[str, str]:
         """For hint setting ``key``: the recorded choice contexts (evidence fields such as
         ``adapter_revision``, ``backbone_model``) that differ from ``now``, with the recorded
@@ -289,3 +308,14 @@ def order_by(scores: Mapping[str, float], item_ids: Sequence[str], backbone: Map
         return (-scores[item], b is None, -(b or 0.0), pos[item])
 
     return sorted(item_ids, key=key)
+
+
+def _numerics_class(numerics: Mapping[str, str | None]) -> tuple[str, str | None, str | None]:
+    """What decides rounding: device type (cuda:0 and cuda alike), dtype, the CPU's bf16 units."""
+    device = str(numerics.get("device") or "cpu").split(":")[0]
+    return device, numerics.get("dtype"), numerics.get("bf16_units")
+
+
+def _describe_numerics(cls: tuple[str, str | None, str | None]) -> str:
+    device, dtype, units = cls
+    return f"{dtype} on {device}" + (f" ({units})" if units else "")

@@ -130,6 +130,14 @@ def weights_chosen_elsewhere(weight_set, backbone: str) -> list[str]:
             for setting, reason in weight_set.served_over(backbone).withheld.items()]
 
 
+def weights_scored_with_other_numerics(weight_set, engine_info: dict) -> list[str]:
+    """One line per hint setting whose served LLM weights were chosen with other numerics
+    than this engine's (another dtype, device or CPU bf16 unit)."""
+    return [f"{setting}: the hybrid {reason}; its validation verdict is not checked with these numerics: "
+            f"re-check it with `recranker weights` on this machine (in a copy of the adapter folder)"
+            for setting, reason in weight_set.scored_with_other_numerics(engine_info).items()]
+
+
 def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path: str | None = None,
                 backbone: str | None = None, seed: int = 0,
                 adapter: str | None | object = _FROM_SETTINGS) -> Stack:
@@ -147,6 +155,7 @@ def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path:
     ranker = build_ranker(settings, resolved, loaded.backbone.name)
     log.info("engine %s (adapter %s) ready in %.1fs", ranker.engine.model_name, ranker.engine.adapter_name,
              time.perf_counter() - t)
-    for warning in weights_chosen_elsewhere(ranker.weight_set, loaded.backbone.name):
+    for warning in weights_chosen_elsewhere(ranker.weight_set, loaded.backbone.name) + \
+            weights_scored_with_other_numerics(ranker.weight_set, getattr(ranker.engine, "info", {})):
         log.warning("%s", warning)
     return Stack(split.dataset, split, loaded, generator, resolved, ranker.engine, ranker)

@@ -35,7 +35,7 @@ async def readyz(request: Request) -> JSONResponse:
                       "detail": f"exact index over {live.catalog.generator.n_items} items ({res.served.backbone})"},
             "store": await _store_status(live.store, request.app.state.metrics),
             # whether ranking runs the LLM at all: hybrid weights chosen "backbone only" skip it
-            "llm": {"ok": True, "detail": res.ranker.weight_set.describe()},
+            "llm": {"ok": True, "detail": _llm_detail(res.ranker)},
         }
         llm_used = res.ranker.weight_set.llm_used()
     ready = all(c["ok"] for c in components.values())
@@ -43,6 +43,14 @@ async def readyz(request: Request) -> JSONResponse:
     if live is not None:
         body["llm_used"] = llm_used
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _llm_detail(ranker) -> str:
+    """Which modes run per hint setting and why, and whether the served weights were
+    chosen with this engine's numerics (not a readiness failure: a note to re-check)."""
+    weights = ranker.weight_set
+    unchecked = weights.scored_with_other_numerics(getattr(ranker.engine, "info", {}))
+    return "; ".join([weights.describe(), *(f"{key}: {why}" for key, why in unchecked.items())])
 
 
 async def _store_status(store, metrics) -> dict:

@@ -116,3 +116,26 @@ def test_weights_chosen_over_another_backbone_serve_the_backbone_alone_there():
     # a file written before the backbone was recorded is served as it is
     unrecorded = WeightSet(hints_on=mix, chosen=True, evidence={"hints_on": {"diff": 0.01}})
     assert unrecorded.served_over("sasrec").for_hints(True) == mix
+
+
+def test_weights_chosen_with_other_numerics_are_named_for_a_re_check_not_withheld():
+    from ranker.ensemble import BACKBONE_ONLY, WeightSet
+
+    mix = EnsembleWeights(pointwise=0.5, pairwise=0.0, listwise=0.5, backbone=0.3)
+    amx = {"device": "cpu", "dtype": "bfloat16", "bf16_units": "amx_bf16"}
+    ws = WeightSet(hints_on=mix, hints_off=BACKBONE_ONLY, chosen=True,
+                   evidence={"hints_on": {"scored_on": amx}, "hints_off": {"scored_on": amx}})
+    assert ws.scored_with_other_numerics(amx) == {}
+    assert ws.scored_with_other_numerics({**amx, "device": "cpu"}) == {}
+    other = ws.scored_with_other_numerics({"device": "cpu", "dtype": "bfloat16", "bf16_units": "avx512_bf16"})
+    # hints off serves no LLM: nothing of it depends on the LLM's rounding
+    assert other == {"hints_on": "weights chosen on scores computed as bfloat16 on cpu (amx_bf16), "
+                                 "this engine computes bfloat16 on cpu (avx512_bf16)"}
+    assert set(ws.scored_with_other_numerics({"device": "cpu", "dtype": "float32", "bf16_units": None})) == {"hints_on"}
+    gpu = WeightSet(hints_on=mix, chosen=True,
+                    evidence={"hints_on": {"scored_on": {"device": "cuda", "dtype": "bfloat16", "bf16_units": None}}})
+    assert gpu.scored_with_other_numerics({"device": "cuda:0", "dtype": "bfloat16", "bf16_units": None}) == {}
+    # unknown on either side: nothing to compare
+    assert ws.scored_with_other_numerics({}) == {}
+    assert WeightSet(hints_on=mix, chosen=True, evidence={"hints_on": {"diff": 0.01}}).scored_with_other_numerics(amx) == {}
+    assert ws.for_hints(True) == mix  # a note to re-check, the weights are still served

@@ -79,3 +79,17 @@ def test_weights_chosen_over_another_backbone_are_not_served_over_this_one(clien
     assert "weights chosen over sasrec candidates, this stack serves pop" in ready["components"]["llm"]["detail"]
     body = c.post("/v1/rank", json={"user_id": "7", "k": 3}).json()
     assert body["llm_calls"] == 0 and not body["degraded"]
+
+
+def test_readyz_names_weights_chosen_with_other_numerics_than_the_engines(client_with, resources):
+    info = resources.engine.info
+    elsewhere = {"device": "cpu", "dtype": "float16" if info["dtype"] != "float16" else "float32", "bf16_units": None}
+    c = client_with(WeightSet(hints_on=POINTWISE, hints_off=BACKBONE_ONLY, chosen=True,
+                              evidence={"hints_on": {"scored_on": elsewhere}}))
+    ready = c.get("/readyz").json()
+    assert ready["ready"] and ready["llm_used"] == {"hints_on": True, "hints_off": False}
+    detail = ready["components"]["llm"]["detail"]
+    assert f"hints_on: weights chosen on scores computed as {elsewhere['dtype']} on cpu" in detail
+    assert f"this engine computes {info['dtype']}" in detail
+    same = client_with(WeightSet(hints_on=POINTWISE, chosen=True, evidence={"hints_on": {"scored_on": info}}))
+    assert "chosen on scores computed" not in same.get("/readyz").json()["components"]["llm"]["detail"]

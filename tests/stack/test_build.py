@@ -55,3 +55,19 @@ def test_the_ranker_serves_the_shipped_weights_only_over_the_backbone_they_were_
     over_sasrec = build_ranker(settings, adapter, "sasrec").weight_set
     assert over_sasrec.llm_used() == {"hints_on": False, "hints_off": False} and set(over_sasrec.withheld) == {
         "hints_on", "hints_off"}
+
+
+def test_start_up_warnings_name_weights_chosen_over_another_backbone_or_with_other_numerics():
+    from ranker.ensemble import EnsembleWeights, WeightSet
+    from stack.build import weights_chosen_elsewhere, weights_scored_with_other_numerics
+
+    amx = {"device": "cpu", "dtype": "bfloat16", "bf16_units": "amx_bf16"}
+    ws = WeightSet(hints_on=EnsembleWeights(1, 0, 0, 0.3), chosen=True,
+                   evidence={"hints_on": {"backbone_model": "lightgcn", "scored_on": amx}})
+    assert weights_chosen_elsewhere(ws, "lightgcn") == [] and weights_scored_with_other_numerics(ws, amx) == []
+    [line] = weights_chosen_elsewhere(ws, "sasrec")
+    assert line.startswith("hints_on: the hybrid weights chosen over lightgcn candidates") and \
+        "recranker weights --backbone sasrec" in line
+    [line] = weights_scored_with_other_numerics(ws, {"device": "cpu", "dtype": "float32", "bf16_units": None})
+    assert "computed as bfloat16 on cpu (amx_bf16), this engine computes float32 on cpu" in line and \
+        "recranker weights" in line
