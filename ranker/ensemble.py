@@ -155,12 +155,13 @@ class WeightSet:
         out: dict[str, str] = {}
         if numerics.get("dtype") is None:
             return out  # an engine that does not report its numerics (vLLM, test doubles)
+        now = _numerics_class(numerics)
         for hints, key in HINT_KEYS.items():
             evidence = self.evidence.get(key)
             recorded = evidence.get("scored_on") if isinstance(evidence, dict) else None
             if not self.modes_used(hints) or not isinstance(recorded, dict) or recorded.get("dtype") is None:
                 continue  # no LLM served, or chosen before the numerics were recorded
-            then, now = _numerics_class(recorded), _numerics_class(numerics)
+            then = _numerics_class(recorded)
             if then != now:
                 out[key] = f"weights chosen on scores computed as {_describe_numerics(then)}, this engine computes " \
                            f"{_describe_numerics(now)}"
@@ -310,10 +311,14 @@ def order_by(scores: Mapping[str, float], item_ids: Sequence[str], backbone: Map
     return sorted(item_ids, key=key)
 
 
+NUMERICS_FIELDS = ("device", "dtype", "bf16_units")  # engine info fields recorded as a choice's ``scored_on``
+
+
 def _numerics_class(numerics: Mapping[str, str | None]) -> tuple[str, str | None, str | None]:
-    """What decides rounding: device type (cuda:0 and cuda alike), dtype, the CPU's bf16 units."""
-    device = str(numerics.get("device") or "cpu").split(":")[0]
-    return device, numerics.get("dtype"), numerics.get("bf16_units")
+    """What decides rounding (``NUMERICS_FIELDS``): device type (cuda:0 and cuda alike),
+    dtype, the CPU's bf16 units."""
+    device, dtype, units = (numerics.get(k) for k in NUMERICS_FIELDS)
+    return str(device or "cpu").split(":")[0], dtype, units
 
 
 def _describe_numerics(cls: tuple[str, str | None, str | None]) -> str:

@@ -186,6 +186,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
     weights (and the fusion) on test users too, after every choice is made: the
     validation-to-test gap; it reuses `recranker evaluate`'s cached test outcomes.
     ``objective``: what the grid point is chosen by (default and verdict: NDCG@3)."""
+    from ranker.ensemble import NUMERICS_FIELDS
     from training.evaluate import EvalConfig
     from training.weights import (VERDICT_METRIC, Selection, metric_cutoff, save_weights, select_weights,
                                   weight_set_from)
@@ -211,7 +212,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         # computed with these numerics (the same users scored on another CPU moved a verdict)
         info = getattr(built.engine, "info", {})
         sel.evidence.update(adapter_revision=built.adapter.revision, backbone_model=backbone,
-                            scored_on={k: info.get(k) for k in ("device", "dtype", "bf16_units")})
+                            scored_on={k: info.get(k) for k in NUMERICS_FIELDS})
         selections[use_hints] = sel
         key = "hints_on" if use_hints else "hints_off"
         details[key] = {**sel.evidence, "served": sel.weights.to_dict(), "llm_helps": sel.llm_helps,

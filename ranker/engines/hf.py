@@ -83,6 +83,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         self.reuse_prefix = reuse_prefix
         self.model_path = model_path
         self.model_name = Path(model_path).name if Path(model_path).is_dir() else str(model_path)
+        self._model_record = model_info(model_path)  # read once: /readyz reads ``info`` on every probe
         tokenizer, model = _load(model_path, self.device, self.dtype)
         self._init_text(tokenizer)
         if adapter is None and adapter_path is not None:  # a bare folder: resolve it here
@@ -305,7 +306,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
 
     @property
     def info(self) -> dict:
-        return {"model": model_info(self.model_path), "adapter": self.adapter_name,
+        return {"model": self._model_record, "adapter": self.adapter_name,
                 "adapter_revision": self.adapter_revision, "device": str(self.device),
                 "dtype": str(self.dtype).removeprefix("torch."), "adapter_merged": self.adapter_merged,
                 "bf16_units": self.bf16_units}
