@@ -140,7 +140,7 @@ def test_selection_serves_llm_weights_only_when_the_paired_interval_is_above_zer
     ev = sel.evidence
     assert ev["diff"] > 0 and ev["ci"][0] > 0 and ev["users"] == 40
     assert ev["best_llm_hybrid"] == pytest.approx(ev["backbone"] + ev["diff"])
-    assert ev["cross_validated"]["folds"] == 5 and ev["cross_validated"]["diff"] > 0
+    assert ev["cross_validated"]["folds"] == 5 and ev["cross_validated"]["ci"][0] > 0
 
     # modes that only hurt: the backbone already puts every target first
     hurting = [UserOutcome("u", "a", ["a", "b", "c"], [3.0, 2.0, 1.0],
@@ -156,10 +156,13 @@ def test_selection_serves_llm_weights_only_when_the_paired_interval_is_above_zer
     assert not sel.llm_helps and sel.weights == BACKBONE_ONLY
 
 
-def test_the_rule_needs_the_cross_validated_gain_too():
-    assert serves_llm(0.004, 0.001, 0.002)
-    # the 10-listwise-orders case (docs/results.md): interval above 0 in sample, negative out of sample
-    assert not serves_llm(0.0037, 0.0003, -0.0021)
+def test_the_rule_needs_the_cross_validated_interval_above_zero_too():
+    assert serves_llm(0.004, 0.001, 0.0005)
+    # the 10-listwise-orders case (docs/results.md): interval above 0 in sample, below out of sample
+    assert not serves_llm(0.0037, 0.0003, -0.0085)
+    # the two that passed the rule of a positive cross-validated mean and lost on test:
+    # genres + LoRA on attention and MLP (AMX), pairwise budget 9 (float32)
+    assert not serves_llm(0.0100, 0.0024, -0.0025) and not serves_llm(0.0114, 0.0004, -0.0088)
     assert not serves_llm(0.004, -0.001, 0.002) and not serves_llm(0.0, 0.0, 0.001)
 
 

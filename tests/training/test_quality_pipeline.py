@@ -89,7 +89,7 @@ def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny, caplog):
         ev = ws.evidence[key]
         assert ev["stage"] == "valid" and len(ev["ci"]) == 2
         served = ws.hints_on if key == "hints_on" else ws.hints_off
-        assert helps == (ev["ci"][0] > 0 and ev["cross_validated"]["diff"] > 0)
+        assert helps == (ev["ci"][0] > 0 and ev["cross_validated"]["ci"][0] > 0)
         assert (served.pointwise + served.pairwise + served.listwise > 0) == helps  # no LLM unless it helps
     selection = json.loads((stack.adapter.path / "hybrid_weights_selection.json").read_text())
     assert selection["hints_on"]["top"] and summary["path"].endswith("hybrid_weights.json")
