@@ -132,14 +132,17 @@ class WeightSet:
             parts.append(f"{key}: " + (f"LLM modes {', '.join(modes)}" if modes else "backbone only, no LLM") + why)
         return "; ".join(parts)
 
-    def served_over(self, backbone_model: str) -> WeightSet:
-        """This set as served over ``backbone_model``'s candidates. A hint setting whose weights
-        were chosen over another backbone's serves that backbone alone: the mix's scale and
-        its trust in the backbone prior were fitted to the other one, and a mix that passed
-        the rule for one backbone has lost to another on validation (docs/results.md)."""
-        withheld = {key: f"weights chosen over {chosen['backbone_model']} candidates, this stack serves {backbone_model}"
-                    for key in HINT_KEYS.values()
-                    if (chosen := self.chosen_elsewhere(key, backbone_model=backbone_model))}
+    def served_over(self, backbone_model: str, ranker_config: Mapping[str, object] | None = None) -> WeightSet:
+        """This set as served over ``backbone_model``'s candidates by a ranker with
+        ``ranker_config`` (its ``SCORING_CONFIG_FIELDS``). A hint setting whose weights were
+        chosen over another backbone's candidates, or with other scoring settings, serves the
+        backbone alone: the mix's scale and its trust in the backbone prior were fitted to
+        what was chosen on (a mix that passed the rule for one backbone lost to another on
+        validation; a pairwise chain of 9 pairs scores on another scale than one of 5)."""
+        now = {"backbone_model": backbone_model,
+               **{k: v for k, v in (ranker_config or {}).items() if k in SCORING_CONFIG_FIELDS}}
+        withheld = {key: _chosen_elsewhere_reason(chosen, now) for key in HINT_KEYS.values()
+                    if (chosen := self.chosen_elsewhere(key, **now))}
         if not withheld:
             return self
         return replace(self,
@@ -167,7 +170,7 @@ class WeightSet:
                            f"{_describe_numerics(now)}"
         return out
 
-    def chosen_elsewhere(self, key: str, **now: str) -> dict[str, str]:
+    def chosen_elsewhere(self, key: str, **now) -> dict:
         """For hint setting ``key``: the recorded choice contexts (evidence fields such as
         ``adapter_revision``, ``backbone_model``) that differ from ``now``, with the recorded
         value. A context not recorded (files written before it was) never differs."""
@@ -312,6 +315,20 @@ def order_by(scores: Mapping[str, float], item_ids: Sequence[str], backbone: Map
 
 
 NUMERICS_FIELDS = ("device", "dtype", "bf16_units")  # engine info fields recorded as a choice's ``scored_on``
+# RankerConfig fields that shape the mode scores a choice mixes, recorded in its evidence;
+# weights are served only under the same values (``WeightSet.served_over``)
+SCORING_CONFIG_FIELDS = ("pairwise_budget", "listwise_shuffles", "history_token_budget")
+
+
+def _chosen_elsewhere_reason(chosen: Mapping[str, object], now: Mapping[str, object]) -> str:
+    """Why weights chosen under ``chosen`` (recorded values that differ) are not served ``now``."""
+    parts = []
+    if "backbone_model" in chosen:
+        parts.append(f"weights chosen over {chosen['backbone_model']} candidates, this stack serves {now['backbone_model']}")
+    if config := [f for f in SCORING_CONFIG_FIELDS if f in chosen]:
+        parts.append("weights chosen with " + ", ".join(f"{f} {chosen[f]}" for f in config) + ", this ranker runs "
+                     + ", ".join(f"{f} {now[f]}" for f in config))
+    return "; ".join(parts)
 
 
 def _numerics_class(numerics: Mapping[str, str | None]) -> tuple[str, str | None, str | None]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ranker.adapter import Adapter
@@ -103,16 +103,18 @@ def build_ranker(settings: Settings, adapter: Adapter | None, backbone: str | No
                  **config_overrides) -> Ranker:
     """Engine + the adapter's tuned hybrid weights, one set per hint setting (defaults without
     one) + the settings' config, in the prompt layout the adapter was tuned on (genres or not).
-    Over ``backbone``'s candidates, weights chosen over another backbone's serve the backbone
+    Over ``backbone``'s candidates, weights chosen over another backbone's, or with other
+    scoring settings (pairwise budget, listwise orders, history tokens), serve the backbone
     alone (``WeightSet.served_over``)."""
     from ranker.ensemble import WeightSet
 
     engine = build_engine(settings, adapter)
+    config = served_ranker_config(settings, adapter, **config_overrides)
     weights = adapter.weight_set if adapter is not None else WeightSet()
     if backbone is not None:
-        weights = weights.served_over(backbone)
+        weights = weights.served_over(backbone, asdict(config))
     log.info("hybrid weights: %s", weights.describe())
-    return Ranker(engine, served_ranker_config(settings, adapter, **config_overrides), weights)
+    return Ranker(engine, config, weights)
 
 
 def served_ranker_config(settings: Settings, adapter: Adapter | None, **overrides) -> RankerConfig:
@@ -122,12 +124,13 @@ def served_ranker_config(settings: Settings, adapter: Adapter | None, **override
     return ranker_config(settings, **(layout | overrides))
 
 
-def weights_chosen_elsewhere(weight_set, backbone: str) -> list[str]:
+def weights_chosen_elsewhere(weight_set, backbone: str, ranker_config: dict | None = None) -> list[str]:
     """One line per hint setting whose hybrid weights were chosen over another backbone's
-    candidates (their scale and trust in the backbone prior were fitted to that one)."""
+    candidates or with other scoring settings than ``ranker_config``'s (their scale and
+    trust in the backbone prior were fitted to those)."""
     return [f"{setting}: the hybrid {reason}; {setting} answers in the backbone's order; choose weights for it "
-            f"with `recranker weights --backbone {backbone}` (in a copy of the adapter folder)"
-            for setting, reason in weight_set.served_over(backbone).withheld.items()]
+            f"with `recranker weights --backbone {backbone}` under these settings (in a copy of the adapter folder)"
+            for setting, reason in weight_set.served_over(backbone, ranker_config).withheld.items()]
 
 
 def weights_scored_with_other_numerics(weight_set, engine_info: dict) -> list[str]:
@@ -155,7 +158,7 @@ def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path:
     ranker = build_ranker(settings, resolved, loaded.backbone.name)
     log.info("engine %s (adapter %s) ready in %.1fs", ranker.engine.model_name, ranker.engine.adapter_name,
              time.perf_counter() - t)
-    for warning in weights_chosen_elsewhere(ranker.weight_set, loaded.backbone.name) + \
+    for warning in weights_chosen_elsewhere(ranker.weight_set, loaded.backbone.name, asdict(ranker.config)) + \
             weights_scored_with_other_numerics(ranker.weight_set, getattr(ranker.engine, "info", {})):
         log.warning("%s", warning)
     return Stack(split.dataset, split, loaded, generator, resolved, ranker.engine, ranker)

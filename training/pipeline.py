@@ -17,7 +17,9 @@ from stack.settings import Settings, ranker_config
 
 log = logging.getLogger(__name__)
 
-CHOICE_WORDS = {"adapter_revision": "adapter revision", "backbone_model": "backbone"}  # evidence field -> words
+CHOICE_WORDS = {"adapter_revision": "adapter revision", "backbone_model": "backbone",  # evidence field -> words
+                "pairwise_budget": "pairwise budget", "listwise_shuffles": "listwise orders",
+                "history_token_budget": "history tokens"}
 
 if TYPE_CHECKING:
     from candidate_gen.split import Split
@@ -209,9 +211,11 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         valid = _outcomes(settings, built, config)
         sel = select_weights(valid, seed=seed, objective=objective)
         # what these weights were chosen for: this adapter revision's scores over this backbone's candidates,
-        # computed with these numerics (the same users scored on another CPU moved a verdict)
+        # under these scoring settings, computed with these numerics (the same users scored on another CPU
+        # moved a verdict)
         info = getattr(built.engine, "info", {})
         sel.evidence.update(adapter_revision=built.adapter.revision, backbone_model=backbone,
+                            **_scoring_config(built.ranker.config),
                             scored_on={k: info.get(k) for k in NUMERICS_FIELDS})
         selections[use_hints] = sel
         key = "hints_on" if use_hints else "hints_off"
@@ -226,7 +230,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
             from training.fusion import learn_fusion
 
             details[key]["fusion"] = learn_fusion(valid, test, seed=seed).to_dict()
-    _keep_earlier_choice(built.adapter, backbone, selections, details)
+    _keep_earlier_choice(built.adapter, backbone, built.ranker.config, selections, details)
     weight_set = weight_set_from(selections)
     path = save_weights(weight_set, built.adapter.path, details)
     return {"path": str(path), "weights": weight_set.to_dict(), "describe": weight_set.describe(),
@@ -234,16 +238,24 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
             "details": details}
 
 
-def _keep_earlier_choice(adapter, backbone: str, selections: dict, details: dict) -> None:
+def _scoring_config(config) -> dict:
+    """The ranker settings a weight choice records and is served under only (``SCORING_CONFIG_FIELDS``)."""
+    from ranker.ensemble import SCORING_CONFIG_FIELDS
+
+    return {f: getattr(config, f) for f in SCORING_CONFIG_FIELDS}
+
+
+def _keep_earlier_choice(adapter, backbone: str, ranker_config, selections: dict, details: dict) -> None:
     """The hint setting not run this time keeps the choice already in the file, and its
     record (``--hints on`` must not drop chosen hints-off weights, nor ``--hints off`` the
-    hints-on ones), unless that choice was made for another adapter revision or backbone."""
+    hints-on ones), unless that choice was made for another adapter revision, backbone or
+    scoring settings."""
     from ranker.ensemble import load_weight_set
     from training.weights import Selection, load_selection
 
     existing = load_weight_set(adapter.path)
     earlier_records = load_selection(adapter.path)
-    now = {"adapter_revision": adapter.revision, "backbone_model": backbone}
+    now = {"adapter_revision": adapter.revision, "backbone_model": backbone, **_scoring_config(ranker_config)}
     for use_hints in (True, False):
         if use_hints in selections:
             continue

@@ -118,6 +118,26 @@ def test_weights_chosen_over_another_backbone_serve_the_backbone_alone_there():
     assert unrecorded.served_over("sasrec").for_hints(True) == mix
 
 
+def test_weights_chosen_with_other_scoring_settings_serve_the_backbone_alone():
+    from ranker.ensemble import BACKBONE_ONLY, WeightSet
+
+    mix = EnsembleWeights(pointwise=0.0, pairwise=0.75, listwise=0.25, backbone=0.0)
+    chosen = {"backbone_model": "lightgcn", "pairwise_budget": 9, "listwise_shuffles": 3, "history_token_budget": 200}
+    ws = WeightSet(hints_on=mix, chosen=True, llm_helps={"hints_on": True}, evidence={"hints_on": chosen})
+    served = {"pairwise_budget": 9, "listwise_shuffles": 3, "history_token_budget": 200, "seed": 5}
+    assert ws.served_over("lightgcn", served) is ws  # fields that do not shape the scores (seed) do not count
+    other = ws.served_over("lightgcn", {**served, "pairwise_budget": 5})
+    assert other.for_hints(True) == BACKBONE_ONLY and other.modes_used(True) == ()
+    assert other.withheld == {"hints_on": "weights chosen with pairwise_budget 9, this ranker runs pairwise_budget 5"}
+    both = ws.served_over("sasrec", {**served, "listwise_shuffles": 10})
+    assert both.withheld["hints_on"] == ("weights chosen over lightgcn candidates, this stack serves sasrec; "
+                                         "weights chosen with listwise_shuffles 3, this ranker runs listwise_shuffles 10")
+    # without a config the backbone alone is compared; a choice that recorded no settings is served under any
+    assert ws.served_over("lightgcn") is ws
+    unrecorded = WeightSet(hints_on=mix, chosen=True, evidence={"hints_on": {"backbone_model": "lightgcn"}})
+    assert unrecorded.served_over("lightgcn", {**served, "pairwise_budget": 5}) is unrecorded
+
+
 def test_weights_chosen_with_other_numerics_are_named_for_a_re_check_not_withheld():
     from ranker.ensemble import BACKBONE_ONLY, WeightSet
 

@@ -56,6 +56,19 @@ def test_the_ranker_serves_the_shipped_weights_only_over_the_backbone_they_were_
     assert over_sasrec.llm_used() == {"hints_on": False, "hints_off": False} and set(over_sasrec.withheld) == {
         "hints_on", "hints_off"}
 
+    # weights chosen under one pairwise budget are not served by a ranker configured with another
+    from dataclasses import replace
+
+    from ranker.ensemble import EnsembleWeights, WeightSet
+
+    mix = WeightSet(hints_on=EnsembleWeights(0, 0.75, 0.25, 0), chosen=True, llm_helps={"hints_on": True},
+                    evidence={"hints_on": {"backbone_model": "lightgcn", "pairwise_budget": 5}})
+    chosen_with_5 = replace(adapter, weight_set=mix)
+    assert build_ranker(settings, chosen_with_5, "lightgcn").weight_set.modes_used(True) == ("pairwise", "listwise")
+    at_9 = build_ranker(Settings(base_model=str(model_dir), device="cpu", pairwise_budget=9), chosen_with_5, "lightgcn")
+    assert at_9.config.pairwise_budget == 9 and at_9.weight_set.modes_used(True) == ()
+    assert "pairwise_budget 5, this ranker runs pairwise_budget 9" in at_9.weight_set.withheld["hints_on"]
+
 
 def test_start_up_warnings_name_weights_chosen_over_another_backbone_or_with_other_numerics():
     from ranker.ensemble import EnsembleWeights, WeightSet
@@ -68,6 +81,12 @@ def test_start_up_warnings_name_weights_chosen_over_another_backbone_or_with_oth
     [line] = weights_chosen_elsewhere(ws, "sasrec")
     assert line.startswith("hints_on: the hybrid weights chosen over lightgcn candidates") and \
         "recranker weights --backbone sasrec" in line
+    budget9 = WeightSet(hints_on=EnsembleWeights(0, 1, 0, 0), chosen=True,
+                        evidence={"hints_on": {"backbone_model": "lightgcn", "pairwise_budget": 9}})
+    assert weights_chosen_elsewhere(budget9, "lightgcn", {"pairwise_budget": 9}) == []
+    [line] = weights_chosen_elsewhere(budget9, "lightgcn", {"pairwise_budget": 5})
+    assert "weights chosen with pairwise_budget 9, this ranker runs pairwise_budget 5" in line and \
+        "answers in the backbone's order" in line
     [line] = weights_scored_with_other_numerics(ws, {"device": "cpu", "dtype": "float32", "bf16_units": None})
     assert "computed as bfloat16 on cpu (amx_bf16), this engine computes float32 on cpu" in line and \
         "recranker weights" in line

@@ -115,6 +115,10 @@ def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny, caplog):
     # the numerics that produced the verdict, as the engine reports them (the keyword double has none)
     assert ws.evidence["hints_on"]["scored_on"] == {"device": None, "dtype": None, "bf16_units": None}
 
+    # and the scoring settings they were chosen under, as the ranker ran them (the service serves them only under those)
+    assert {k: ws.evidence["hints_on"][k] for k in ("pairwise_budget", "listwise_shuffles", "history_token_budget")} \
+        == {"pairwise_budget": 1, "listwise_shuffles": 1, "history_token_budget": 200}
+
     # weights chosen for another backbone or another revision of the adapter (retrained in
     # place) are not kept
     assert ws.evidence["hints_on"]["backbone_model"] == "pop"
@@ -127,6 +131,18 @@ def test_weights_are_chosen_per_hint_setting_with_the_verdict(tiny, caplog):
                                        seed=0, num_candidates=5, hints="on")
     assert "hints-off weights were chosen for backbone sasrec, not pop: dropped" in caplog.text
     assert load_weight_set(stack.adapter.path).hints_off is None  # hints off refused until chosen again
+    # so are hints-off weights chosen under another pairwise budget
+    pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
+                                   seed=0, num_candidates=5, hints="off")
+    stored = json.loads(path.read_text())
+    stored["evidence"]["hints_off"]["pairwise_budget"] = 9
+    path.write_text(json.dumps(stored))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        pipeline.choose_hybrid_weights(settings, DataChoice(), backbone="pop", adapter=None, users=None,
+                                       seed=0, num_candidates=5, hints="on")
+    assert "hints-off weights were chosen for pairwise budget 9, not 1: dropped" in caplog.text
+    assert load_weight_set(stack.adapter.path).hints_off is None
     stored = json.loads(path.read_text())
     stored["evidence"]["hints_on"]["adapter_revision"] = "an-older-adapter"
     path.write_text(json.dumps(stored))
