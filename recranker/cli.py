@@ -152,7 +152,7 @@ def cmd_instructions_requests(args, settings: Settings) -> None:
     new_items = None if args.without_new_items is None else (args.without_new_items, args.new_items_seed)
     out, info = pipeline.build_request_dataset(settings, _data(args), backbones=backbones, sampling=args.sampling,
                                                budget=args.budget, seed=args.seed, out=args.out, new_items=new_items,
-                                               genres=args.genres)
+                                               genres=args.genres, pool=args.pool)
     print(f"wrote {info['n_examples']} requests ({info['n_questions']} questions, {info['per_backbone']}) "
           f"from {info['sampling']['n_unique']} users to {out}")
 
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--genres", action="store_true",
                     help="show each item's genres after its title (an adapter tuned on these examples is "
                          "served with genres too: its train_config.json records the layout)")
+    sp.add_argument("--pool", type=int,
+                    help="negatives from the backbone's top-POOL unseen items; a target ranked below is skipped "
+                         "(default 30; 10: exactly the top 10 a request is served)")
     sp.set_defaults(func=cmd_instructions_requests)
 
     sp = sub.add_parser("tune", help="LoRA instruction tuning -> a PEFT adapter folder")

@@ -327,7 +327,8 @@ def build_instruction_dataset(settings: Settings, data: DataChoice, *, backbone:
 
 def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tuple[str, ...], sampling: str,
                           budget: int, seed: int, out: str | None,
-                          new_items: tuple[float, int] | None = None, genres: bool = False) -> tuple[Path, dict]:
+                          new_items: tuple[float, int] | None = None, genres: bool = False,
+                          pool: int | None = None) -> tuple[Path, dict]:
     """Sample users, build request-shaped examples (training/requests.py) with candidates and
     hints from each backbone trained one like earlier, write them. Returns (folder, manifest).
 
@@ -343,6 +344,11 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
     from training.requests import RequestExampleConfig, build_request_examples, manifest, shifted_backbone
     from training.sampling import SamplingConfig, sample_users, save_sampled
 
+    prompt = ranker_config(settings, item_genres=genres).prompt_config
+    try:  # pool: the backbone's top-N the negatives come from (default: RequestExampleConfig's)
+        config = RequestExampleConfig(prompt=prompt, **({} if pool is None else {"pool": pool}))
+    except ValueError as e:
+        raise PipelineError(f"--pool: {e}") from None
     split = data.split(settings)
     if genres and not any(split.dataset.genres):
         raise PipelineError(f"--genres: dataset {split.dataset.name} has no item genres "
@@ -360,7 +366,6 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
     sampled = sample_users(one_like_earlier(split), SamplingConfig(method=sampling, budget=budget), seed=seed,
                            backbone=first.backbone, backbone_user_ids=first.user_ids)
     tokenizer = AutoTokenizer.from_pretrained(str(prepare_model(settings.base_model, settings.models_dir)))
-    config = RequestExampleConfig(prompt=ranker_config(settings, item_genres=genres).prompt_config)
     rows = build_request_examples(split, loaded, sampled.users.tolist(), config, seed=seed,
                                   count_tokens=lambda text: len(encode_text(tokenizer, text)))
     if not rows:

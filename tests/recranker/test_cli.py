@@ -98,6 +98,13 @@ def test_without_new_items_share_out_of_range_is_one_line_exit_2(env, capsys) ->
     assert not out.exists()
 
 
+def test_a_pool_smaller_than_a_request_is_one_line_exit_2(env, capsys) -> None:
+    out = env / "requests"
+    assert main(["instructions", "requests", "--pool", "5", "--out", str(out)]) == 2
+    assert "--pool: pool (5) must be >= n_candidates (10)" in _one_error_line(capsys)
+    assert not out.exists()
+
+
 def test_genres_on_data_without_genres_is_one_line_exit_2(env, capsys) -> None:
     data = env / "shop"
     data.mkdir()

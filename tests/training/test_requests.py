@@ -110,6 +110,13 @@ def test_a_target_outside_the_pool_is_skipped(split):
     assert any(o is None for o in outcomes) and any(o is not None for o in outcomes)
     with pytest.raises(ValueError, match="pool"):
         RequestExampleConfig(pool=5)
+    # a pool of exactly the request's size: the candidates are the backbone's own top 10, whatever the draw
+    for t in targets_of(shifted):
+        a = request_example(shifted, backbone, t, RequestExampleConfig(pool=10), np.random.default_rng(1))
+        b = request_example(shifted, backbone, t, RequestExampleConfig(pool=10), np.random.default_rng(2))
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert sorted(a["items"]) == sorted(b["items"]) and len(a["items"]) == 10
 
 
 def test_examples_from_data_without_new_items_never_mention_them():
