@@ -17,6 +17,7 @@ from pathlib import Path
 from common.checksum import sha256_files
 from ranker.ensemble import EnsembleWeights, WeightSet, load_weight_set
 from ranker.model import ModelError
+from ranker.prompts import INLINE, LAYOUTS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Adapter:
     revision: str
     weight_set: WeightSet  # per hint setting, with the validation verdict
     item_genres: bool = False  # tuned with genres after titles: served with the same layout
+    prompt_layout: str = INLINE  # the prompt layout its examples used (ranker.prompts.LAYOUTS)
 
     @property
     def weights(self) -> EnsembleWeights:
@@ -84,6 +86,10 @@ def load_adapter(path: str | Path, name: str | None = None) -> Adapter:
             log.warning("%s: the %s hybrid weights were chosen for adapter revision %s, this one is %s "
                         "(retrained in place?): choose them again with `recranker weights`",
                         folder, setting, chosen_for["adapter_revision"], revision)
-    genres = bool(tuned_prompt(folder).get("genres", False))
+    prompt = tuned_prompt(folder)
+    layout = prompt.get("layout", INLINE)
+    if layout not in LAYOUTS:
+        raise AdapterError(f"adapter folder {folder}: its examples used prompt layout {layout!r}, which this "
+                           f"version does not know (known: {', '.join(LAYOUTS)}); upgrade RecRanker")
     return Adapter(path=folder, name=name or folder.name, revision=revision, weight_set=weight_set,
-                   item_genres=genres)
+                   item_genres=bool(prompt.get("genres", False)), prompt_layout=layout)

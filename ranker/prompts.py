@@ -8,6 +8,16 @@ every pointwise, pairwise and listwise question costs only its own few tokens. F
 tokens per request are the budget that matters on a CPU; this layout spends them on the
 history once and on candidate titles.
 
+Two layouts (``PromptConfig.layout``), each served only to an adapter tuned on it:
+- ``inline``: every question names its candidates by title (and genres), with its own hint;
+- ``catalogue``: the shared part also lists the request's candidates once, labelled A, B,
+  C, ... in an order seeded by the candidate set (never the backbone's), followed by one
+  hint line with the backbone's order; the questions then name candidates by letter only
+  ("Rate C 1-5."), so each costs a few tokens instead of a title or two. The listwise
+  questions restate the letters in their shifted orders. Candidates that only this
+  request has make its shared part per request, so a history K/V cached across requests
+  is reused only for the same candidate set.
+
 Titles (and genres) are untrusted and pass through ``ranker.text.sanitize_title`` here, so
 no caller can forget it. Genres follow an item's title, in parentheses, only when
 ``PromptConfig.genres`` is on: an adapter is served with the layout it was tuned on.
@@ -16,10 +26,14 @@ Templates are data, checked for their placeholders at import.
 
 from __future__ import annotations
 
+import hashlib
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from ranker.hints import listwise_hint
 from ranker.text import sanitize_title
 from ranker.types import Candidate, Prompt, UserProfile
 
@@ -40,6 +54,13 @@ LISTWISE_LINE = "{ident}. {title}{genres}"  # one line per candidate: sanitised 
 GENRES = " ({names})"  # after a title, when PromptConfig.genres is on
 MAX_GENRES = 3  # a few words per item: the history budget buys titles, not genre lists
 MAX_GENRE_CHARS = 30
+# the catalogue layout (PromptConfig.layout == "catalogue")
+CATALOGUE = "Candidate {items}:\n{candidates}{hint}\n"
+CATALOGUE_POINTWISE = "Rate {ident} 1-5."
+CATALOGUE_PAIRWISE = "Prefer {first} over {second}? Yes or No."
+CATALOGUE_LISTWISE = "Rank {order} by letter, best first:"
+INLINE, CATALOGUE_LAYOUT = "inline", "catalogue"
+LAYOUTS = (INLINE, CATALOGUE_LAYOUT)
 
 TEMPLATES: dict[str, tuple[str, frozenset[str]]] = {
     "system": (SYSTEM, frozenset({"item"})),
@@ -50,6 +71,10 @@ TEMPLATES: dict[str, tuple[str, frozenset[str]]] = {
     "listwise_specific": (LISTWISE_SPECIFIC, frozenset({"items", "candidates", "hint"})),
     "listwise_line": (LISTWISE_LINE, frozenset({"ident", "title", "genres"})),
     "genres": (GENRES, frozenset({"names"})),
+    "catalogue": (CATALOGUE, frozenset({"items", "candidates", "hint"})),
+    "catalogue_pointwise": (CATALOGUE_POINTWISE, frozenset({"ident"})),
+    "catalogue_pairwise": (CATALOGUE_PAIRWISE, frozenset({"first", "second"})),
+    "catalogue_listwise": (CATALOGUE_LISTWISE, frozenset({"order"})),
 }
 
 
@@ -86,8 +111,11 @@ class PromptConfig:
     item: str = "movie"  # domain noun, singular
     items: str = "movies"  # and plural
     genres: bool = False  # genres after each title (the adapter's train_config records it)
+    layout: str = INLINE  # INLINE or CATALOGUE_LAYOUT (the adapter's train_config records it)
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"prompt layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
         if self.max_history_tokens < 1:
             raise ValueError(f"max_history_tokens must be >= 1, got {self.max_history_tokens}")
         if self.max_history_items < 0:
@@ -96,6 +124,10 @@ class PromptConfig:
             value = getattr(self, name)
             if not value or sanitize_title(value) != value:
                 raise ValueError(f"{name} must be a plain non-empty word, got {value!r}")
+
+    @property
+    def catalogue(self) -> bool:
+        return self.layout == CATALOGUE_LAYOUT
 
 
 DEFAULT_CONFIG = PromptConfig()
@@ -135,11 +167,46 @@ def system_text(config: PromptConfig = DEFAULT_CONFIG) -> str:
 
 
 def shared_text(
-    user: UserProfile, config: PromptConfig = DEFAULT_CONFIG, count_tokens: TokenCounter = approx_token_count
+    user: UserProfile,
+    config: PromptConfig = DEFAULT_CONFIG,
+    count_tokens: TokenCounter = approx_token_count,
+    candidates: Sequence[Candidate] | None = None,
+    hints: bool = False,
 ) -> str:
-    """The part every prompt of a request shares: the user's rated history."""
+    """The part every prompt of a request shares: the user's rated history, and in the
+    catalogue layout the request's ``candidates`` (with the backbone's order when ``hints``)."""
     lines = history_lines(user, config, count_tokens)
-    return SHARED.format(Items=config.items.capitalize(), history="\n".join(lines) if lines else NO_HISTORY)
+    history = SHARED.format(Items=config.items.capitalize(), history="\n".join(lines) if lines else NO_HISTORY)
+    if not config.catalogue:
+        return history
+    if not candidates:
+        raise ValueError("the catalogue layout lists the request's candidates in the shared part: pass them")
+    shown = [candidates[i] for i in catalogue_order(candidates)]
+    idents = listwise_identifiers(len(shown))
+    block = "\n".join(LISTWISE_LINE.format(ident=i, title=sanitize_title(c.title), genres=genre_text(c.genres, config))
+                      for i, c in zip(idents, shown))
+    hint = listwise_hint(shown, idents, top_n=len(shown)) if hints else None
+    return history + CATALOGUE.format(items=config.items, candidates=block, hint=_hint_text(hint))
+
+
+def catalogue_order(candidates: Sequence[Candidate]) -> list[int]:
+    """Indices of ``candidates`` in catalogue order: a permutation seeded by the candidate
+    *set*, so neither the input order nor the backbone's order shows through."""
+    canonical = sorted(range(len(candidates)), key=lambda i: candidates[i].item_id)
+    digest = hashlib.sha256("\x1f".join(candidates[i].item_id for i in canonical).encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    return [canonical[i] for i in rng.permutation(len(canonical))]
+
+
+def catalogue_identifiers(candidates: Sequence[Candidate]) -> dict[str, str]:
+    """item_id -> its letter in the catalogue (``shared_text``'s order)."""
+    order = catalogue_order(candidates)
+    return {candidates[i].item_id: ident for i, ident in zip(order, listwise_identifiers(len(order)))}
+
+
+def identifiers_for(candidates: Sequence[Candidate], config: PromptConfig) -> dict[str, str] | None:
+    """The catalogue letters when ``config`` uses the catalogue layout, else None (titles)."""
+    return catalogue_identifiers(candidates) if config.catalogue else None
 
 
 def _hint_text(hint: str | None) -> str:
@@ -155,6 +222,18 @@ def _prompt(user, config, count_tokens, shared, specific: str, labels: tuple[str
     return Prompt(system_text(config), shared, specific, labels)
 
 
+def _catalogue_args(config: PromptConfig, idents: Mapping[str, str] | None, hint: str | None,
+                    shared: str | None) -> Mapping[str, str] | None:
+    """The letters to name candidates by (catalogue layout), checked; None in the inline layout."""
+    if not config.catalogue:
+        return None
+    if idents is None or shared is None:
+        raise ValueError("the catalogue layout names candidates by letter: pass idents and the shared text")
+    if hint is not None:
+        raise ValueError("the catalogue layout carries its hint in the shared part, not in a question")
+    return idents
+
+
 def pointwise_prompt(
     user: UserProfile,
     candidate: Candidate,
@@ -163,10 +242,15 @@ def pointwise_prompt(
     config: PromptConfig = DEFAULT_CONFIG,
     count_tokens: TokenCounter = approx_token_count,
     shared: str | None = None,
+    idents: Mapping[str, str] | None = None,
 ) -> Prompt:
-    """Rate one candidate 1..5. ``shared``: a precomputed ``shared_text(user, ...)``."""
-    specific = POINTWISE_SPECIFIC.format(title=sanitize_title(candidate.title),
-                                         genres=genre_text(candidate.genres, config), hint=_hint_text(hint))
+    """Rate one candidate 1..5. ``shared``: a precomputed ``shared_text(user, ...)``;
+    ``idents``: catalogue letters by item_id (catalogue layout only, ``identifiers_for``)."""
+    if (letters := _catalogue_args(config, idents, hint, shared)) is not None:
+        specific = CATALOGUE_POINTWISE.format(ident=letters[candidate.item_id])
+    else:
+        specific = POINTWISE_SPECIFIC.format(title=sanitize_title(candidate.title),
+                                             genres=genre_text(candidate.genres, config), hint=_hint_text(hint))
     return _prompt(user, config, count_tokens, shared, specific, POINTWISE_LABELS)
 
 
@@ -179,12 +263,17 @@ def pairwise_prompt(
     config: PromptConfig = DEFAULT_CONFIG,
     count_tokens: TokenCounter = approx_token_count,
     shared: str | None = None,
+    idents: Mapping[str, str] | None = None,
 ) -> Prompt:
     """Would the user prefer ``first`` over ``second``? "Yes" means first."""
-    specific = PAIRWISE_SPECIFIC.format(
-        first=sanitize_title(first.title), first_genres=genre_text(first.genres, config),
-        second=sanitize_title(second.title), second_genres=genre_text(second.genres, config), hint=_hint_text(hint),
-    )
+    if (letters := _catalogue_args(config, idents, hint, shared)) is not None:
+        specific = CATALOGUE_PAIRWISE.format(first=letters[first.item_id], second=letters[second.item_id])
+    else:
+        specific = PAIRWISE_SPECIFIC.format(
+            first=sanitize_title(first.title), first_genres=genre_text(first.genres, config),
+            second=sanitize_title(second.title), second_genres=genre_text(second.genres, config),
+            hint=_hint_text(hint),
+        )
     return _prompt(user, config, count_tokens, shared, specific, PAIRWISE_LABELS)
 
 
@@ -202,13 +291,23 @@ def listwise_prompt(
     config: PromptConfig = DEFAULT_CONFIG,
     count_tokens: TokenCounter = approx_token_count,
     shared: str | None = None,
+    idents: Mapping[str, str] | None = None,
 ) -> Prompt:
-    """Rank candidates shown in the given order, labelled A, B, C, ... (at most 20)."""
-    idents = listwise_identifiers(len(candidates))
+    """Rank candidates shown in the given order, labelled A, B, C, ... (at most 20).
+
+    In the catalogue layout the letters are the catalogue's (labels A.. in catalogue
+    order) and the question restates them in the given order."""
+    labels = listwise_identifiers(len(candidates))
+    if (letters := _catalogue_args(config, idents, hint, shared)) is not None:
+        if len(letters) != len(candidates):
+            raise ValueError(f"a catalogue listwise question shows all {len(letters)} candidates, "
+                             f"got {len(candidates)}")
+        specific = CATALOGUE_LISTWISE.format(order=", ".join(letters[c.item_id] for c in candidates))
+        return _prompt(user, config, count_tokens, shared, specific, labels)
     lines = "\n".join(LISTWISE_LINE.format(ident=i, title=sanitize_title(c.title), genres=genre_text(c.genres, config))
-                      for i, c in zip(idents, candidates))
+                      for i, c in zip(labels, candidates))
     specific = LISTWISE_SPECIFIC.format(items=config.items, candidates=lines, hint=_hint_text(hint))
-    return _prompt(user, config, count_tokens, shared, specific, idents)
+    return _prompt(user, config, count_tokens, shared, specific, labels)
 
 
 # Answers (training targets). The first answer token is what serving reads.

@@ -26,7 +26,7 @@ from ranker.engines.base import Engine, accepts_keep
 from ranker.ensemble import EnsembleWeights, HintWeightsMissing, WeightSet, hybrid_scores, order_by, zscore
 from ranker.modes.base import ModePlan
 from ranker.modes.registry import ALL_LABELS, LABEL_COLUMNS, LABEL_SETS, MODE_REGISTRY
-from ranker.prompts import PromptConfig, shared_text
+from ranker.prompts import INLINE, MAX_LISTWISE, PromptConfig, shared_text
 from ranker.types import MODES, Candidate, Mode, ModeScores, RankedItem, RankResult, UserProfile
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class RankerConfig:
     item: str = "movie"
     items: str = "movies"
     item_genres: bool = False  # genres in the item text: on only for an adapter tuned with them
+    prompt_layout: str = INLINE  # "inline" or "catalogue": the layout the adapter was tuned on
 
     def __post_init__(self) -> None:
         if self.pairwise_budget < 0:
@@ -63,7 +64,8 @@ class RankerConfig:
 
     @property
     def prompt_config(self) -> PromptConfig:
-        return PromptConfig(self.history_token_budget, self.max_history_items, self.item, self.items, self.item_genres)
+        return PromptConfig(self.history_token_budget, self.max_history_items, self.item, self.items, self.item_genres,
+                            self.prompt_layout)
 
 
 @dataclass
@@ -122,6 +124,12 @@ class Ranker:
     def weights(self) -> EnsembleWeights:
         """The served weights with hints on (the default setting)."""
         return self.weight_set.hints_on
+
+    @property
+    def max_candidates(self) -> int | None:
+        """Most candidates one request may have (None: no limit of the prompt layout's own):
+        the catalogue layout names them by the letters A..T."""
+        return MAX_LISTWISE if self._prompt_config.catalogue else None
 
     def hints_for(self, request: RankRequest) -> bool:
         return self.config.use_hints if request.use_hints is None else request.use_hints
@@ -184,7 +192,8 @@ class Ranker:
         if not modes:
             return {}  # no mode carries weight: the hybrid is the backbone prior, no LLM work
         hints = self.hints_for(r)
-        shared = shared_text(r.user, self._prompt_config, self.engine.count_tokens)  # one history for all modes
+        # one shared part (history, and the catalogue in that layout) for all modes
+        shared = shared_text(r.user, self._prompt_config, self.engine.count_tokens, r.candidates, hints)
         common = {"hints": hints, "config": self._prompt_config, "count_tokens": self.engine.count_tokens,
                   "shared": shared}
         plans: dict[Mode, ModePlan] = {}

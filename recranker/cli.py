@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from candidate_gen.base import BACKBONE_NAMES as BACKBONES
+from ranker.prompts import INLINE, LAYOUTS
 from stack.settings import Settings, describe_settings_error
 from training import pipeline
 from training.pipeline import DataChoice
@@ -152,7 +153,7 @@ def cmd_instructions_requests(args, settings: Settings) -> None:
     new_items = None if args.without_new_items is None else (args.without_new_items, args.new_items_seed)
     out, info = pipeline.build_request_dataset(settings, _data(args), backbones=backbones, sampling=args.sampling,
                                                budget=args.budget, seed=args.seed, out=args.out, new_items=new_items,
-                                               genres=args.genres, pool=args.pool)
+                                               genres=args.genres, pool=args.pool, layout=args.layout)
     print(f"wrote {info['n_examples']} requests ({info['n_questions']} questions, {info['per_backbone']}) "
           f"from {info['sampling']['n_unique']} users to {out}")
 
@@ -275,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pool", type=int,
                     help="negatives from the backbone's top-POOL unseen items; a target ranked below is skipped "
                          "(default 30; 10: exactly the top 10 a request is served)")
+    sp.add_argument("--layout", choices=LAYOUTS, default=INLINE,
+                    help="prompt layout: 'inline' names candidates by title in every question; 'catalogue' lists "
+                         "them once in the shared part and asks by letter (fewer tokens per request; an adapter "
+                         "tuned on it is served with it: its train_config.json records the layout)")
     sp.set_defaults(func=cmd_instructions_requests)
 
     sp = sub.add_parser("tune", help="LoRA instruction tuning -> a PEFT adapter folder")

@@ -184,6 +184,12 @@ class RankingService:
                 raise StoreError(f"{where}cannot read the events of user {j.user_id!r}, who is not in the "
                                  "dataset; retry, or send a 'history'") from None
             raise
+        limit = self.ranker.max_candidates
+        if limit is not None and len(p.prepared.candidates) > limit:
+            field = j.candidates_field if j.candidates is not None else "num_candidates"
+            raise ServiceError(422, f"{j.where}{field}: the served adapter's catalogue prompt layout ranks at most "
+                                    f"{limit} candidates per request, got {len(p.prepared.candidates)}; send at most "
+                                    f"{limit} (or set RECRANKER_MAX_CANDIDATES={limit})")
         if p.prepared.candidates:
             weights = self._weights(j)
             if weights is not None:  # the client's weights, completed by the served ones

@@ -119,8 +119,9 @@ def build_ranker(settings: Settings, adapter: Adapter | None, backbone: str | No
 
 def served_ranker_config(settings: Settings, adapter: Adapter | None, **overrides) -> RankerConfig:
     """The settings' ranker config in the prompt layout ``adapter`` was tuned on: an adapter
-    tuned with genres after titles must see them when served, one tuned without must not."""
-    layout = {"item_genres": adapter.item_genres} if adapter is not None else {}
+    tuned with genres after titles (or on the catalogue layout) must see them when served,
+    one tuned without must not."""
+    layout = {"item_genres": adapter.item_genres, "prompt_layout": adapter.prompt_layout} if adapter is not None else {}
     return ranker_config(settings, **(layout | overrides))
 
 

@@ -36,12 +36,14 @@ def loss_chart(log_path: Path, out: Path, window: int = 10) -> Path:
     return out
 
 
-def _data_line(manifest: dict, genres: bool) -> str:
+def _data_line(manifest: dict, prompt: dict) -> str:
     head = (f"- data: {manifest['dataset']} (fingerprint `{manifest['data_fingerprint'][:16]}`), "
             f"{manifest['sampling']['method']} user sampling, {manifest['sampling']['n_draws']} draws of "
             f"{manifest['sampling']['n_unique']} users, seed {manifest['seed']}; ")
-    if genres:
+    if prompt.get("genres"):
         head += "item text: title and genres (served the same way); "
+    if prompt.get("layout") == "catalogue":
+        head += "catalogue prompt layout: candidates listed once, asked by letter (served the same way); "
     if "n_questions" in manifest:  # request-shaped examples (training/requests.py)
         return head + (f"{manifest['n_examples']} requests ({manifest['n_questions']} questions of the three tasks; "
                        f"per backbone {manifest['per_backbone']}; {manifest['with_hints']} with hints), candidates "
@@ -78,7 +80,7 @@ def write_card(adapter_dir: Path, eval_json: Path | None, command: str) -> Path:
         f"- LoRA: r={cfg['lora']['r']}, alpha={cfg['lora']['lora_alpha']}, dropout={cfg['lora']['lora_dropout']}, "
         f"target modules {', '.join(cfg['lora']['target_modules'])} (all layers); loadable by "
         f"`vllm serve ... --enable-lora --max-lora-rank {cfg['lora']['r']}`",
-        _data_line(manifest, bool(recorded_prompt(cfg).get("genres"))),
+        _data_line(manifest, recorded_prompt(cfg)),
         f"- budget: {metrics['steps']} optimizer steps of {metrics['planned_steps']} planned "
         f"(stopped by {metrics['stopped']}), {metrics['steps'] * cfg['config']['batch_size'] * cfg['config']['grad_accum']} "
         f"{'requests' if 'n_questions' in manifest else 'examples'} seen, "

@@ -73,6 +73,9 @@ class InstructionConfig:
             raise ValueError("listwise_fives and listwise_fours must be >= 0 with at least one rated item")
         if self.listwise_rated + self.listwise_negatives > P.MAX_LISTWISE:
             raise ValueError(f"listwise shows at most {P.MAX_LISTWISE} candidates")
+        if self.prompt.catalogue:  # its questions name the candidates of one whole request by letter
+            raise ValueError("the catalogue prompt layout needs request-shaped examples: "
+                             "use `recranker instructions requests --layout catalogue`")
 
     @property
     def listwise_rated(self) -> int:

@@ -328,7 +328,7 @@ def build_instruction_dataset(settings: Settings, data: DataChoice, *, backbone:
 def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tuple[str, ...], sampling: str,
                           budget: int, seed: int, out: str | None,
                           new_items: tuple[float, int] | None = None, genres: bool = False,
-                          pool: int | None = None) -> tuple[Path, dict]:
+                          pool: int | None = None, layout: str = "inline") -> tuple[Path, dict]:
     """Sample users, build request-shaped examples (training/requests.py) with candidates and
     hints from each backbone trained one like earlier, write them. Returns (folder, manifest).
 
@@ -344,7 +344,7 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
     from training.requests import RequestExampleConfig, build_request_examples, manifest, shifted_backbone
     from training.sampling import SamplingConfig, sample_users, save_sampled
 
-    prompt = ranker_config(settings, item_genres=genres).prompt_config
+    prompt = ranker_config(settings, item_genres=genres, prompt_layout=layout).prompt_config
     try:  # pool: the backbone's top-N the negatives come from (default: RequestExampleConfig's)
         config = RequestExampleConfig(prompt=prompt, **({} if pool is None else {"pool": pool}))
     except ValueError as e:

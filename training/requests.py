@@ -135,9 +135,9 @@ def request_example(
     cands = candidates_from_items(ds, shown, scores[shown].tolist())
     user = profile_from_events(ds, ds.user_ids[target.user], past)
     hints = bool(rng.random() >= cfg.hint_dropout)
+    shared = P.shared_text(user, cfg.prompt, count_tokens, cands, hints)
     questions = _questions(user, cands, ds.item_ids[item], events[target.position].rating, hints, cfg, rng,
-                           count_tokens)
-    shared = P.shared_text(user, cfg.prompt, count_tokens)
+                           count_tokens, shared)
     ranked = sorted(range(len(shown)), key=lambda k: -scores[shown[k]])
     return {
         "format": FORMAT,
@@ -154,9 +154,10 @@ def request_example(
 
 
 def _questions(user: UserProfile, cands: Sequence[Candidate], target: str, rating: float, hints: bool,
-               cfg: RequestExampleConfig, rng: np.random.Generator, count_tokens) -> list[dict]:
+               cfg: RequestExampleConfig, rng: np.random.Generator, count_tokens, shared: str) -> list[dict]:
     """Every question of the three tasks about one request, with its answer."""
-    common = {"hints": hints, "config": cfg.prompt, "count_tokens": count_tokens}
+    common = {"hints": hints, "config": cfg.prompt, "count_tokens": count_tokens, "shared": shared}
+    idents = P.identifiers_for(cands, cfg.prompt)  # None: inline layout, candidates named by title
     out = []
     point = pointwise.plan(user, cands, **common)  # exactly as served: one prompt per candidate
     for prompt, (item_id,) in zip(point.prompts, point.keys):
@@ -166,8 +167,9 @@ def _questions(user: UserProfile, cands: Sequence[Candidate], target: str, ratin
     others = [c for c in cands if c.item_id != target]
     for k in rng.permutation(len(others))[: cfg.pairwise_pairs]:
         for first, second in ((by_id[target], others[k]), (others[k], by_id[target])):
-            hint = H.pairwise_hint(first, second) if hints else None
-            prompt = P.pairwise_prompt(user, first, second, hint, config=cfg.prompt, count_tokens=count_tokens)
+            hint = H.pairwise_hint(first, second) if hints and idents is None else None
+            prompt = P.pairwise_prompt(user, first, second, hint, config=cfg.prompt, count_tokens=count_tokens,
+                                       shared=shared, idents=idents)
             out.append(_question(prompt, P.pairwise_answer(first.item_id == target), "pairwise"))
     seed = int(rng.integers(2**31))
     lists = listwise.plan(user, cands, shuffles=cfg.listwise_shuffles, seed=seed, **common)  # as served

@@ -26,6 +26,8 @@ from ranker.prompts import (
     PromptConfig,
     TokenCounter,
     approx_token_count,
+    catalogue_order,
+    identifiers_for,
     listwise_identifiers,
     listwise_prompt,
     shared_text,
@@ -69,14 +71,18 @@ def plan(
     if not candidates:
         return ModePlan("listwise", LISTWISE_LABELS, [], item_ids=ids)
     if shared is None:
-        shared = shared_text(user, config, count_tokens)
+        shared = shared_text(user, config, count_tokens, candidates, hints)
+    idents = identifiers_for(candidates, config)
+    # catalogue layout: the labels are the catalogue's letters, whatever order a question reads them in
+    catalogue = None if idents is None else tuple(ids[i] for i in catalogue_order(candidates))
     prompts, keys = [], []
     for windows in shown_orders(candidates, shuffles, request_seed(seed, user.user_id, candidates, "listwise")):
         for window in windows:
             shown = [candidates[i] for i in window]
-            hint = listwise_hint(shown, listwise_identifiers(len(shown))) if hints else None
-            prompts.append(listwise_prompt(user, shown, hint, config=config, count_tokens=count_tokens, shared=shared))
-            keys.append(tuple(ids[i] for i in window))
+            hint = listwise_hint(shown, listwise_identifiers(len(shown))) if hints and idents is None else None
+            prompts.append(listwise_prompt(user, shown, hint, config=config, count_tokens=count_tokens, shared=shared,
+                                           idents=idents))
+            keys.append(catalogue or tuple(ids[i] for i in window))
     return ModePlan("listwise", LISTWISE_LABELS, prompts, keys=keys, item_ids=ids)
 
 

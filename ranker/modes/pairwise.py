@@ -24,6 +24,7 @@ from ranker.prompts import (
     PromptConfig,
     TokenCounter,
     approx_token_count,
+    identifiers_for,
     pairwise_prompt,
     shared_text,
 )
@@ -63,13 +64,15 @@ def plan(
     ids = [c.item_id for c in candidates]
     pairs = select_pairs(candidates, budget, request_seed(seed, user.user_id, candidates, "pairwise"))
     if pairs and shared is None:
-        shared = shared_text(user, config, count_tokens)
+        shared = shared_text(user, config, count_tokens, candidates, hints)
+    idents = identifiers_for(candidates, config) if pairs else None  # None: named by title, with a hint each
     prompts, keys = [], []
     for a, b in pairs:
         for first, second in ((a, b), (b, a)):  # both orders, adjacent rows
-            hint = pairwise_hint(candidates[first], candidates[second]) if hints else None
+            hint = pairwise_hint(candidates[first], candidates[second]) if hints and idents is None else None
             pair = (candidates[first], candidates[second])
-            prompts.append(pairwise_prompt(user, *pair, hint, config=config, count_tokens=count_tokens, shared=shared))
+            prompts.append(pairwise_prompt(user, *pair, hint, config=config, count_tokens=count_tokens, shared=shared,
+                                           idents=idents))
             keys.append((ids[first], ids[second]))
     return ModePlan("pairwise", PAIRWISE_LABELS, prompts, keys=keys, item_ids=ids)
 

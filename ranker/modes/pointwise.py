@@ -14,6 +14,7 @@ from ranker.prompts import (
     PromptConfig,
     TokenCounter,
     approx_token_count,
+    identifiers_for,
     pointwise_prompt,
     shared_text,
 )
@@ -32,15 +33,17 @@ def plan(
     shared: str | None = None,
 ) -> ModePlan:
     if shared is None:  # rendered once: identical for every candidate (and every mode)
-        shared = shared_text(user, config, count_tokens)
+        shared = shared_text(user, config, count_tokens, candidates, hints)
+    idents = identifiers_for(candidates, config)  # None: candidates named by title, each with its hint
     prompts = [
         pointwise_prompt(
             user,
             c,
-            pointwise_hint(c, candidates) if hints else None,
+            pointwise_hint(c, candidates) if hints and idents is None else None,
             config=config,
             count_tokens=count_tokens,
             shared=shared,
+            idents=idents,
         )
         for c in candidates
     ]

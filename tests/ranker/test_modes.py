@@ -6,7 +6,7 @@ import pytest
 from ranker.chat import to_scoring_prompt
 from ranker.modes import listwise, pairwise, pointwise
 from ranker.modes.base import ScoringError, backbone_order, label_probs, request_seed
-from ranker.prompts import LISTWISE_LABELS, listwise_prompt
+from ranker.prompts import LISTWISE_LABELS, PromptConfig, catalogue_identifiers, listwise_prompt
 from ranker.types import Candidate, HistoryEntry, UserProfile
 
 USER = UserProfile(
@@ -212,3 +212,32 @@ def test_pointwise_expected_rating_in_range(hf_engine):
     assert set(out.scores) == {c.item_id for c in CANDS}
     assert all(1.0 <= v <= 5.0 for v in out.scores.values())
     assert 0.0 < out.label_mass <= 1.0
+
+
+# ---- the catalogue layout ----------------------------------------------------------------------
+
+CATALOGUE = PromptConfig(layout="catalogue")
+
+
+def test_catalogue_plans_share_one_prefix_and_ask_by_letter():
+    c = cands(10)
+    plans = [pointwise.plan(USER, c, config=CATALOGUE), pairwise.plan(USER, c, budget=5, config=CATALOGUE),
+             listwise.plan(USER, c, shuffles=3, config=CATALOGUE)]
+    assert [len(p.prompts) for p in plans] == [10, 10, 3]  # as many questions as the inline layout
+    prompts = [q for p in plans for q in p.prompts]
+    assert len({q.shared for q in prompts}) == 1 and "Hint:" in prompts[0].shared
+    assert not any("Hint" in q.specific or "Title" in q.specific for q in prompts)
+    orders = {q.specific for q in plans[2].prompts}
+    assert len(orders) == 3  # position shifting: each listwise question reads the letters in another order
+
+
+def test_catalogue_listwise_collect_reads_letters_whatever_the_order_shown():
+    c = cands(6)
+    plan = listwise.plan(USER, c, shuffles=3, hints=False, config=CATALOGUE)
+    letter = catalogue_identifiers(c)["i02"]
+    rows = np.full((len(plan.prompts), len(LISTWISE_LABELS)), np.log(1e-6))
+    rows[:, :6] = np.log(0.1)
+    rows[:, LISTWISE_LABELS.index(letter)] = np.log(0.5)  # the same letter in every shifted order
+    out = listwise.collect(plan, rows)
+    assert max(out.scores, key=out.scores.get) == "i02"
+    assert out.scores["i02"] == pytest.approx(0.5, abs=1e-4)

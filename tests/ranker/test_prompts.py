@@ -13,6 +13,8 @@ from ranker.prompts import (
     TEMPLATES,
     PromptConfig,
     TemplateError,
+    catalogue_identifiers,
+    catalogue_order,
     listwise_answer,
     listwise_prompt,
     pairwise_answer,
@@ -264,3 +266,67 @@ def test_hostile_titles_keep_prompt_structure(hf_engine):
     assert len(pw.splitlines()) == 2  # question, hint
     assert len(re.findall(r'^Rate "[^"\n]*" 1-5\.$', prompts[0].specific, flags=re.M)) == 1
     assert len(prompts[0].specific.splitlines()) == 2  # question, hint
+
+
+# ---- the catalogue layout ----------------------------------------------------------------------
+
+CATALOGUE = PromptConfig(layout="catalogue")
+TEN = [Candidate(f"c{k}", f"Film {k} (199{k})", float(10 - k), ("Drama",)) for k in range(10)]
+
+
+def catalogue_lines(shared: str) -> list[tuple[str, str]]:
+    return re.findall(r"^([A-T])\. (.+)$", shared, flags=re.M)
+
+
+def test_catalogue_lists_every_candidate_once_in_an_order_set_by_the_set_alone():
+    shared = shared_text(USER, CATALOGUE, candidates=TEN)
+    lines = catalogue_lines(shared)
+    assert [ident for ident, _ in lines] == list(LISTWISE_LABELS[:10])
+    assert sorted(title for _, title in lines) == sorted(c.title for c in TEN)
+    assert shared_text(USER, CATALOGUE, candidates=TEN[::-1]) == shared  # input order does not show
+    backbone_first = [c.title for c in sorted(TEN, key=lambda c: -c.backbone_score)]
+    assert [title for _, title in lines] != backbone_first  # nor does the backbone's order
+    assert shared.startswith(shared_text(USER))  # the history block comes first, as in the inline layout
+    assert catalogue_identifiers(TEN) == {TEN[i].item_id: ident for i, ident in zip(catalogue_order(TEN), "ABCDEFGHIJ")}
+
+
+def test_catalogue_questions_name_candidates_by_their_letter_only():
+    shared = shared_text(USER, CATALOGUE, candidates=TEN)
+    idents = catalogue_identifiers(TEN)
+    title_of = dict(catalogue_lines(shared))
+    point = pointwise_prompt(USER, TEN[3], config=CATALOGUE, shared=shared, idents=idents)
+    assert point.specific == f"Rate {idents['c3']} 1-5." and title_of[idents["c3"]] == TEN[3].title
+    pair = pairwise_prompt(USER, TEN[1], TEN[7], config=CATALOGUE, shared=shared, idents=idents)
+    assert pair.specific == f"Prefer {idents['c1']} over {idents['c7']}? Yes or No."
+    shown = [TEN[k] for k in (4, 0, 9, 1, 2, 3, 5, 6, 7, 8)]
+    lst = listwise_prompt(USER, shown, config=CATALOGUE, shared=shared, idents=idents)
+    assert lst.specific == f"Rank {', '.join(idents[c.item_id] for c in shown)} by letter, best first:"
+    assert lst.labels == LISTWISE_LABELS[:10]  # the catalogue's letters, whatever the order read
+    assert all(c.title not in p.specific for p in (point, pair, lst) for c in TEN)
+    assert point.shared == pair.shared == lst.shared == shared
+
+
+def test_catalogue_hint_is_one_line_in_the_shared_part_with_the_backbone_order():
+    idents = catalogue_identifiers(TEN)
+    shared = shared_text(USER, CATALOGUE, candidates=TEN, hints=True)
+    best_first = ", ".join(idents[c.item_id] for c in TEN)  # TEN is in descending backbone score
+    assert shared.count("Hint:") == 1 and f"top 10: {best_first}." in shared
+    assert "Hint" not in shared_text(USER, CATALOGUE, candidates=TEN, hints=False)
+    assert "Hint" not in shared_text(USER, PromptConfig(), candidates=TEN, hints=True)  # inline: per question
+
+
+def test_catalogue_refuses_what_it_cannot_render():
+    idents = catalogue_identifiers(TEN)
+    shared = shared_text(USER, CATALOGUE, candidates=TEN)
+    with pytest.raises(ValueError, match="pass them"):
+        shared_text(USER, CATALOGUE)
+    with pytest.raises(ValueError, match="pass idents"):
+        pointwise_prompt(USER, TEN[0], config=CATALOGUE, shared=shared)
+    with pytest.raises(ValueError, match="hint in the shared part"):
+        pairwise_prompt(USER, TEN[0], TEN[1], "Hint: x.", config=CATALOGUE, shared=shared, idents=idents)
+    with pytest.raises(ValueError, match="shows all 10"):
+        listwise_prompt(USER, TEN[:4], config=CATALOGUE, shared=shared, idents=idents)
+    with pytest.raises(ValueError, match="1..20 candidates"):
+        shared_text(USER, CATALOGUE, candidates=[Candidate(f"x{k}", "T") for k in range(21)])
+    with pytest.raises(ValueError, match="prompt layout must be one of"):
+        PromptConfig(layout="grid")

@@ -70,6 +70,14 @@ def test_unknown_backbone_is_an_argparse_error(env, capsys) -> None:
     assert "invalid choice: 'bpr-gnn'" in capsys.readouterr().err
 
 
+def test_an_unknown_prompt_layout_is_an_argparse_error(env, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["instructions", "requests", "--layout", "grid", "--out", str(env / "requests")])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'grid' (choose from 'inline', 'catalogue')" in capsys.readouterr().err
+    assert not (env / "requests").exists()
+
+
 def test_lora_targets_name_sets_or_modules() -> None:
     from recranker.cli import CLIError, _lora_targets
 

@@ -244,3 +244,20 @@ def test_cache_errors_are_counted_while_redis_is_down(fake_stack, redis_prefix, 
 def test_odd_field_names_and_unparsable_bodies_are_named(server, body, detail):
     r = httpx.post(server.url + "/v1/rank", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"].startswith(detail), r.text
+
+
+def test_a_catalogue_adapter_refuses_more_candidates_than_it_has_letters(fake_stack, redis_prefix, shared_data_dir,
+                                                                        tmp_path):
+    from fastapi.testclient import TestClient
+
+    from ranker.ranker import RankerConfig
+
+    cfg = RankerConfig(pairwise_budget=2, listwise_shuffles=2, history_token_budget=64, prompt_layout="catalogue")
+    app = create_app(base_settings(tmp_path, shared_data_dir, max_candidates=30), resources=fake_stack.resources(
+        config=cfg), key_prefix=redis_prefix + "catalogue:")
+    with TestClient(app) as client:
+        r = client.post("/v1/rank", json={"user_id": "1", "k": 3, "num_candidates": 21})
+        assert r.status_code == 422, r.text
+        assert "num_candidates: the served adapter's catalogue prompt layout ranks at most 20" in r.text
+        ok = client.post("/v1/rank", json={"user_id": "1", "k": 3, "num_candidates": 20})
+        assert ok.status_code == 200 and not ok.json()["degraded"] and ok.json()["llm_tokens"] > 0, ok.text

@@ -110,6 +110,26 @@ def test_an_adapter_is_served_in_the_item_text_it_was_tuned_on(tmp_path: Path, c
     assert "no prompt settings recorded" in caplog.text
 
 
+def test_an_adapter_is_served_in_the_prompt_layout_it_was_tuned_on(tmp_path: Path) -> None:
+    from ranker.adapter import AdapterError, load_adapter
+    from stack.build import served_ranker_config
+
+    settings = Settings(_env_file=None)
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        (tmp_path / f).write_bytes((DEFAULT_ADAPTER / f).read_bytes())
+    config = json.loads((DEFAULT_ADAPTER / "train_config.json").read_text())
+    assert load_adapter(DEFAULT_ADAPTER).prompt_layout == "inline"  # recorded before layouts: the inline one
+    config["dataset"]["manifest"]["config"]["prompt"]["layout"] = "catalogue"  # `instructions requests --layout catalogue`
+    (tmp_path / "train_config.json").write_text(json.dumps(config))
+    tuned = load_adapter(tmp_path)
+    assert tuned.prompt_layout == "catalogue" and served_ranker_config(settings, tuned).prompt_config.catalogue
+    assert not served_ranker_config(settings, None).prompt_config.catalogue  # the base model: inline
+    config["dataset"]["manifest"]["config"]["prompt"]["layout"] = "spiral"  # from a newer version
+    (tmp_path / "train_config.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterError, match="prompt layout 'spiral', which this version does not know"):
+        load_adapter(tmp_path)
+
+
 def test_weights_chosen_over_another_backbone_are_flagged() -> None:
     from ranker.adapter import load_adapter
     from stack.build import weights_chosen_elsewhere

@@ -31,6 +31,10 @@ def test_card_from_a_tune_folder(tmp_path):
     config["dataset"]["manifest"]["config"] = {"prompt": {"genres": True}}
     (tmp_path / "train_config.json").write_text(json.dumps(config))
     assert "item text: title and genres" in write_card(tmp_path, None, "cmd").read_text()
+    assert "catalogue prompt layout" not in write_card(tmp_path, None, "cmd").read_text()
+    config["dataset"]["manifest"]["config"] = {"prompt": {"genres": True, "layout": "catalogue"}}
+    (tmp_path / "train_config.json").write_text(json.dumps(config))
+    assert "catalogue prompt layout: candidates listed once" in write_card(tmp_path, None, "cmd").read_text()
     (tmp_path / "train_config.json").write_text(json.dumps(config | {"dataset": {"manifest": manifest}}))
 
 

@@ -200,3 +200,10 @@ def test_backbone_from_other_data_is_rejected(synth):
     shuffled = type(loaded)(loaded.backbone, loaded.meta, loaded.item_ids[::-1], loaded.user_ids)
     with pytest.raises(ValueError, match="item_ids"):
         build_instructions(split, shuffled, draws[:2])
+
+
+def test_per_task_examples_refuse_the_catalogue_layout():
+    from ranker.prompts import PromptConfig
+
+    with pytest.raises(ValueError, match="instructions requests --layout catalogue"):
+        InstructionConfig(prompt=PromptConfig(layout="catalogue"))

@@ -102,6 +102,31 @@ def test_examples_with_genres_show_each_items_genres_as_served():
     assert asdict(cfg)["prompt"]["genres"] is True  # what the manifest, then train_config.json, records
 
 
+def test_catalogue_examples_answer_by_the_targets_letter(split):
+    from dataclasses import asdict
+
+    from ranker.prompts import PromptConfig
+
+    cfg = RequestExampleConfig(pool=40, prompt=PromptConfig(layout="catalogue"))
+    rows = build_request_examples(split, {"pop": _Loaded(_shifted_pop(split))}, list(split.users), cfg, seed=0)
+    assert rows and {r["hints"] for r in rows} == {True, False}
+    ds = split.dataset
+    for row in rows:
+        letters = dict(re.findall(r"^([A-T])\. (.+)$", row["shared"], flags=re.M))
+        assert sorted(letters.values()) == sorted(ds.titles[ds.item_index[i]] for i in row["items"])
+        target = next(k for k, title in letters.items() if title == ds.titles[ds.item_index[row["target"]]])
+        assert ("Hint:" in row["shared"]) == row["hints"]
+        for q in row["questions"]:
+            assert "Hint" not in q["specific"] and not any(t in q["specific"] for t in letters.values())
+            if q["mode"] == "pointwise":
+                assert (q["answer"] in ("4", "5")) == (q["specific"] == f"Rate {target} 1-5.")
+            elif q["mode"] == "pairwise":
+                assert (q["answer"] == "Yes") == q["specific"].startswith(f"Prefer {target} over ")
+            else:
+                assert q["answer"] == target and q["labels"] == list(LISTWISE_LABELS[:len(row["items"])])
+    assert asdict(cfg)["prompt"]["layout"] == "catalogue"  # what the manifest, then train_config.json, records
+
+
 def test_a_target_outside_the_pool_is_skipped(split):
     shifted = one_like_earlier(split)
     backbone = _shifted_pop(split)
