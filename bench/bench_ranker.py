@@ -17,7 +17,9 @@ as RECRANKER_NUM_CANDIDATES), one request at a time, all three modes:
    issue 14). The old prompt LAYOUT no longer exists in code, so this is a configuration
    comparison on the new layout; the old layout's recorded cost is printed beside it;
 5. reference-style inference (21 free greedy generations, text parsed) on the first user,
-   and its latency over ours for the same user.
+   and its latency over ours for the same user;
+6. with ``--compare-adapter FOLDER``: the same requests with another adapter, each served in
+   its own prompt layout (e.g. inline vs catalogue), and the ratio of the two.
 
 Writes bench/out/ranker.json. Set RECRANKER_DATA_DIR (and RECRANKER_HOME for the model
 cache) as for the service; pin RECRANKER_DTYPE etc. to measure another configuration.
@@ -25,6 +27,8 @@ cache) as for the service; pin RECRANKER_DTYPE etc. to measure another configura
     python -m bench.bench_ranker --users 20                     # everything (the reference takes minutes)
     python -m bench.bench_ranker --users 20 --skip-reference --threads 2
     python -m bench.bench_ranker --users 2 --skip-old --ref-max-new-tokens 8   # smoke
+    RECRANKER_ADAPTER=<catalogue adapter> python -m bench.bench_ranker --skip-reference \
+        --compare-adapter models/recranker-smollm2-ml100k      # two layouts side by side
 """
 
 from __future__ import annotations
@@ -259,6 +263,9 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-old", action="store_true", help="skip the old configuration")
     ap.add_argument("--skip-reference", action="store_true", help="skip reference-style generation (minutes)")
     ap.add_argument("--ref-max-new-tokens", type=int, default=300)
+    ap.add_argument("--compare-adapter", metavar="FOLDER",
+                    help="also run the same requests with this adapter (served in its own prompt layout) and "
+                         "print its latency and tokens over this one's")
     ap.add_argument("--matmul-n", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("bench/out/ranker.json"))
@@ -284,7 +291,8 @@ def main(argv=None) -> None:
     config = {"dtype": str(engine.dtype).removeprefix("torch."), "prefix_cache_mb": settings.prefix_cache_mb,
               "history_token_budget": ranker.config.history_token_budget,
               "pairwise_budget": ranker.config.pairwise_budget, "listwise_shuffles": ranker.config.listwise_shuffles,
-              "num_candidates": n, "adapter": engine.adapter_name, "model": engine.model_name}
+              "num_candidates": n, "adapter": engine.adapter_name, "model": engine.model_name,
+              "prompt_layout": ranker.config.prompt_layout, "item_genres": ranker.config.item_genres}
     print("service settings: " + ", ".join(f"{k}={v}" for k, v in config.items()), flush=True)
     load = os.getloadavg()
     ranker.rank(build_requests(split, [warm_user], n)[0])  # warm-up: first-call allocations
@@ -346,6 +354,20 @@ def main(argv=None) -> None:
               f"forward tokens in {OLD_LAYOUT_RECORDED['passes']} passes per request at service settings) / new: "
               f"{layout_ratio:.2f}x forward tokens", flush=True)
         del old_ranker
+
+    if args.compare_adapter:
+        other = resolve_adapter(settings, args.compare_adapter)
+        other_ranker = build_ranker(settings, other)
+        other_ranker.rank(build_requests(split, [warm_user], n)[0])
+        them = run_users(other_ranker, requests)  # the same users and candidates, right after ours
+        line(f"adapter {other.name} ({other.prompt_layout})", them)
+        ratio = {"p50": them["p50_s"] / new["p50_s"], "p95": them["p95_s"] / new["p95_s"],
+                 "forward_tokens": them["forward_tokens_per_request"] / new["forward_tokens_per_request"]}
+        report["compare_adapter"] = {"adapter": other.name, "prompt_layout": other.prompt_layout,
+                                     "item_genres": other.item_genres, **them, "ratio_other_over_this": ratio}
+        print(f"adapter {other.name} / {engine.adapter_name}: p50 {ratio['p50']:.2f}x, p95 {ratio['p95']:.2f}x, "
+              f"forward tokens {ratio['forward_tokens']:.2f}x", flush=True)
+        del other_ranker
 
     if not args.skip_reference:
         first = requests[0]

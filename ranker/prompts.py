@@ -204,6 +204,11 @@ def catalogue_identifiers(candidates: Sequence[Candidate]) -> dict[str, str]:
     return {candidates[i].item_id: ident for i, ident in zip(order, listwise_identifiers(len(order)))}
 
 
+def candidate_limit(layout: str) -> int | None:
+    """Most candidates one request may have in ``layout`` (None: no limit of its own)."""
+    return MAX_LISTWISE if layout == CATALOGUE_LAYOUT else None
+
+
 def identifiers_for(candidates: Sequence[Candidate], config: PromptConfig) -> dict[str, str] | None:
     """The catalogue letters when ``config`` uses the catalogue layout, else None (titles)."""
     return catalogue_identifiers(candidates) if config.catalogue else None

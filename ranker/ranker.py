@@ -26,7 +26,7 @@ from ranker.engines.base import Engine, accepts_keep
 from ranker.ensemble import EnsembleWeights, HintWeightsMissing, WeightSet, hybrid_scores, order_by, zscore
 from ranker.modes.base import ModePlan
 from ranker.modes.registry import ALL_LABELS, LABEL_COLUMNS, LABEL_SETS, MODE_REGISTRY
-from ranker.prompts import INLINE, MAX_LISTWISE, PromptConfig, shared_text
+from ranker.prompts import INLINE, PromptConfig, candidate_limit, shared_text
 from ranker.types import MODES, Candidate, Mode, ModeScores, RankedItem, RankResult, UserProfile
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class Ranker:
     def max_candidates(self) -> int | None:
         """Most candidates one request may have (None: no limit of the prompt layout's own):
         the catalogue layout names them by the letters A..T."""
-        return MAX_LISTWISE if self._prompt_config.catalogue else None
+        return candidate_limit(self._prompt_config.layout)
 
     def hints_for(self, request: RankRequest) -> bool:
         return self.config.use_hints if request.use_hints is None else request.use_hints

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stack.build import Stack, build_stack, load_backbone, load_split
+from stack.build import Stack, build_stack, load_backbone, load_split, resolve_adapter
 from stack.settings import Settings, ranker_config
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,18 @@ def evaluate_backbone_artifact(settings: Settings, data: DataChoice, model: str,
 # ---- LLM evaluation and hybrid weights ---------------------------------------------------
 
 
-def _eval_stack(settings: Settings, data: DataChoice, backbone: str, seed: int, adapter: str | None) -> Stack:
-    """The stack for an evaluation; ``adapter`` None = settings.adapter, 'none' = base model."""
+def _eval_stack(settings: Settings, data: DataChoice, backbone: str, seed: int, adapter: str | None,
+                num_candidates: int) -> Stack:
+    """The stack for an evaluation; ``adapter`` None = settings.adapter, 'none' = base model.
+    Refuses more candidates than the adapter's prompt layout can show (before any scoring)."""
+    from ranker.prompts import candidate_limit
+
     kwargs = {} if adapter is None else {"adapter": adapter}
+    resolved = resolve_adapter(settings, **kwargs)  # reads the adapter's layout; no model is loaded yet
+    limit = candidate_limit(resolved.prompt_layout) if resolved is not None else None
+    if limit is not None and num_candidates > limit:
+        raise PipelineError(f"--candidates {num_candidates}: this adapter's catalogue prompt layout ranks at most "
+                            f"{limit} candidates per request")
     return build_stack(settings, dataset=data.dataset, dataset_path=data.dataset_path, backbone=backbone,
                        seed=seed, **kwargs)
 
@@ -101,7 +110,7 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
     from training.evaluate import EvalConfig, report
     from training.report import PAIRED_RESAMPLES, markdown_paired_table, markdown_table
 
-    built = _eval_stack(settings, data, backbone, seed, adapter)
+    built = _eval_stack(settings, data, backbone, seed, adapter, num_candidates)
     ranker, name = built.ranker, built.dataset.name
     adapter_path = str(built.adapter.path) if built.adapter else None
     out: dict = {"dataset": name, "backbone": backbone, "adapter": adapter_path,
@@ -151,7 +160,7 @@ def evaluate_new_items(settings: Settings, data: DataChoice, *, adapter: str | N
     from training.new_items import MODES_ONLY, hold_out_items, new_item_cases, rank_cases
     from training.report import PAIRED_RESAMPLES, markdown_paired_table, markdown_table
 
-    built = _eval_stack(settings, data, "pop", seed, adapter)  # the backbone is not used: new items have no score
+    built = _eval_stack(settings, data, "pop", seed, adapter, num_candidates)  # the backbone is not used: new items have no score
     new_items = hold_out_items(built.split.dataset.n_items, share, seed)
     cases = new_item_cases(built.split, new_items, stage, num_candidates, seed)
     cases = [cases[k] for k in seeded_subset(range(len(cases)), users, seed)]
@@ -199,7 +208,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         metric_cutoff(objective)  # before minutes of LLM scoring
     except ValueError as e:
         raise PipelineError(f"--objective: {e}") from None
-    built = _eval_stack(settings, data, backbone, seed, adapter)
+    built = _eval_stack(settings, data, backbone, seed, adapter, num_candidates)
     if built.adapter is None:
         raise PipelineError("choosing weights needs an adapter folder to write hybrid_weights.json into (--adapter)")
     settings_to_run = {"on": [True], "off": [False], "both": [True, False]}[hints]

@@ -63,6 +63,23 @@ def test_missing_adapter_folder_is_named_before_any_model_loads(env, capsys) -> 
     assert not (env / "eval.json").exists()
 
 
+def test_more_candidates_than_a_catalogue_adapter_shows_is_one_line_exit_2(env, capsys) -> None:
+    from stack.settings import DEFAULT_ADAPTER
+
+    adapter = env / "catalogue-adapter"
+    adapter.mkdir()
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        (adapter / f).write_bytes((DEFAULT_ADAPTER / f).read_bytes())
+    config = json.loads((DEFAULT_ADAPTER / "train_config.json").read_text())
+    config["dataset"]["manifest"]["config"]["prompt"]["layout"] = "catalogue"
+    (adapter / "train_config.json").write_text(json.dumps(config))
+    rc = main(["evaluate", "--backbone", "pop", "--adapter", str(adapter), "--candidates", "21", "--users", "3",
+               "--json", str(env / "eval.json")])
+    assert rc == 2
+    assert "--candidates 21: this adapter's catalogue prompt layout ranks at most 20" in _one_error_line(capsys)
+    assert not (env / "eval.json").exists()
+
+
 def test_unknown_backbone_is_an_argparse_error(env, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["backbone", "train", "--model", "bpr-gnn"])
