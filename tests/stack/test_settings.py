@@ -117,12 +117,13 @@ def test_an_adapter_is_served_in_the_prompt_layout_it_was_tuned_on(tmp_path: Pat
     settings = Settings(_env_file=None)
     for f in ("adapter_config.json", "adapter_model.safetensors"):
         (tmp_path / f).write_bytes((DEFAULT_ADAPTER / f).read_bytes())
+    shipped = load_adapter(DEFAULT_ADAPTER)  # tuned by `instructions requests --genres --layout catalogue`
+    assert shipped.prompt_layout == "catalogue" and served_ranker_config(settings, shipped).prompt_config.catalogue
     config = json.loads((DEFAULT_ADAPTER / "train_config.json").read_text())
-    assert load_adapter(DEFAULT_ADAPTER).prompt_layout == "inline"  # recorded before layouts: the inline one
-    config["dataset"]["manifest"]["config"]["prompt"]["layout"] = "catalogue"  # `instructions requests --layout catalogue`
+    del config["dataset"]["manifest"]["config"]["prompt"]["layout"]  # as an adapter tuned before layouts records
     (tmp_path / "train_config.json").write_text(json.dumps(config))
-    tuned = load_adapter(tmp_path)
-    assert tuned.prompt_layout == "catalogue" and served_ranker_config(settings, tuned).prompt_config.catalogue
+    older = load_adapter(tmp_path)
+    assert older.prompt_layout == "inline" and not served_ranker_config(settings, older).prompt_config.catalogue
     assert not served_ranker_config(settings, None).prompt_config.catalogue  # the base model: inline
     config["dataset"]["manifest"]["config"]["prompt"]["layout"] = "spiral"  # from a newer version
     (tmp_path / "train_config.json").write_text(json.dumps(config))
