@@ -78,7 +78,8 @@ def main(argv=None) -> None:
     config = EvalConfig(stage=args.stage, users=args.users)
     runs, engines = {}, {}
     for name, dtype in (("shipped", settings.dtype), ("float32", "float32")):
-        built = _eval_stack(settings.model_copy(update={"dtype": dtype}), DataChoice(), args.backbone, 0, args.adapter)
+        built = _eval_stack(settings.model_copy(update={"dtype": dtype}), DataChoice(), args.backbone, 0, args.adapter,
+                            config.num_candidates)
         engines[name] = built.ranker.engine.info
         print(f"{name}: {engines[name]}", flush=True)
         runs[name] = _outcomes(settings, built, config)
