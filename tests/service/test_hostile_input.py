@@ -261,3 +261,8 @@ def test_a_catalogue_adapter_refuses_more_candidates_than_it_has_letters(fake_st
         assert "num_candidates: the served adapter's catalogue prompt layout ranks at most 20" in r.text
         ok = client.post("/v1/rank", json={"user_id": "1", "k": 3, "num_candidates": 20})
         assert ok.status_code == 200 and not ok.json()["degraded"] and ok.json()["llm_tokens"] > 0, ok.text
+        docs = [str(i) for i in range(1, 22)]  # 21 catalog items
+        cohere = client.post("/v2/rerank", json={"model": "recranker", "query": "1", "documents": docs})
+        assert cohere.status_code == 400 and "ranks at most 20 candidates" in cohere.json()["message"], cohere.text
+        tei = client.post("/rerank", json={"query": "1", "texts": docs})
+        assert tei.status_code == 422 and "ranks at most 20 candidates" in tei.json()["error"], tei.text
