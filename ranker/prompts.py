@@ -129,6 +129,11 @@ class PromptConfig:
     def catalogue(self) -> bool:
         return self.layout == CATALOGUE_LAYOUT
 
+    def question_hints(self, hints: bool) -> bool:
+        """Whether each question carries its own hint: only in the inline layout (the
+        catalogue's one hint line sits in the shared part)."""
+        return hints and not self.catalogue
+
 
 DEFAULT_CONFIG = PromptConfig()
 TokenCounter = Callable[[str], int]

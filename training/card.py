@@ -9,6 +9,7 @@ import numpy as np
 
 from ranker.adapter import recorded_prompt
 from ranker.ensemble import HintWeightsMissing, load_weight_set
+from ranker.prompts import CATALOGUE_LAYOUT
 from stack.settings import DEFAULT_ADAPTER
 from training.report import markdown_paired_table, markdown_table
 
@@ -42,7 +43,7 @@ def _data_line(manifest: dict, prompt: dict) -> str:
             f"{manifest['sampling']['n_unique']} users, seed {manifest['seed']}; ")
     if prompt.get("genres"):
         head += "item text: title and genres (served the same way); "
-    if prompt.get("layout") == "catalogue":
+    if prompt.get("layout") == CATALOGUE_LAYOUT:
         head += "catalogue prompt layout: candidates listed once, asked by letter (served the same way); "
     if "n_questions" in manifest:  # request-shaped examples (training/requests.py)
         return head + (f"{manifest['n_examples']} requests ({manifest['n_questions']} questions of the three tasks; "

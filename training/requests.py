@@ -167,7 +167,7 @@ def _questions(user: UserProfile, cands: Sequence[Candidate], target: str, ratin
     others = [c for c in cands if c.item_id != target]
     for k in rng.permutation(len(others))[: cfg.pairwise_pairs]:
         for first, second in ((by_id[target], others[k]), (others[k], by_id[target])):
-            hint = H.pairwise_hint(first, second) if hints and idents is None else None
+            hint = H.pairwise_hint(first, second) if cfg.prompt.question_hints(hints) else None
             prompt = P.pairwise_prompt(user, first, second, hint, config=cfg.prompt, count_tokens=count_tokens,
                                        shared=shared, idents=idents)
             out.append(_question(prompt, P.pairwise_answer(first.item_id == target), "pairwise"))

@@ -79,7 +79,7 @@ def plan(
     for windows in shown_orders(candidates, shuffles, request_seed(seed, user.user_id, candidates, "listwise")):
         for window in windows:
             shown = [candidates[i] for i in window]
-            hint = listwise_hint(shown, listwise_identifiers(len(shown))) if hints and idents is None else None
+            hint = listwise_hint(shown, listwise_identifiers(len(shown))) if config.question_hints(hints) else None
             prompts.append(listwise_prompt(user, shown, hint, config=config, count_tokens=count_tokens, shared=shared,
                                            idents=idents))
             keys.append(catalogue or tuple(ids[i] for i in window))

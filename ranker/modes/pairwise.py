@@ -65,11 +65,11 @@ def plan(
     pairs = select_pairs(candidates, budget, request_seed(seed, user.user_id, candidates, "pairwise"))
     if pairs and shared is None:
         shared = shared_text(user, config, count_tokens, candidates, hints)
-    idents = identifiers_for(candidates, config) if pairs else None  # None: named by title, with a hint each
+    idents = identifiers_for(candidates, config) if pairs else None  # None: candidates named by title
     prompts, keys = [], []
     for a, b in pairs:
         for first, second in ((a, b), (b, a)):  # both orders, adjacent rows
-            hint = pairwise_hint(candidates[first], candidates[second]) if hints and idents is None else None
+            hint = pairwise_hint(candidates[first], candidates[second]) if config.question_hints(hints) else None
             pair = (candidates[first], candidates[second])
             prompts.append(pairwise_prompt(user, *pair, hint, config=config, count_tokens=count_tokens, shared=shared,
                                            idents=idents))

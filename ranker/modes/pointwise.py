@@ -34,12 +34,12 @@ def plan(
 ) -> ModePlan:
     if shared is None:  # rendered once: identical for every candidate (and every mode)
         shared = shared_text(user, config, count_tokens, candidates, hints)
-    idents = identifiers_for(candidates, config)  # None: candidates named by title, each with its hint
+    idents = identifiers_for(candidates, config)  # None: candidates named by title
     prompts = [
         pointwise_prompt(
             user,
             c,
-            pointwise_hint(c, candidates) if hints and idents is None else None,
+            pointwise_hint(c, candidates) if config.question_hints(hints) else None,
             config=config,
             count_tokens=count_tokens,
             shared=shared,
