@@ -318,19 +318,22 @@ def main(argv=None) -> None:
 
     if not args.skip_repeat:
         again = build_requests(split, users, n, offset=n)  # the same users, other candidates
-        before = (engine.prefix_cache.stats.hits, engine.prefix_cache.stats.misses)
+        stats = engine.prefix_cache.stats
+        before = (stats.hits, stats.partial_hits, stats.lookups)
         cached = run_users(ranker, again)
-        hits = engine.prefix_cache.stats.hits - before[0]
-        lookups = hits + engine.prefix_cache.stats.misses - before[1]
+        hits, partial = stats.hits - before[0], stats.partial_hits - before[1]
+        lookups = stats.lookups - before[2]
         cache, engine.prefix_cache = engine.prefix_cache, PrefixCache(0)
         try:
             uncached = run_users(ranker, again)
         finally:
             engine.prefix_cache = cache
         rate = hits / lookups if lookups else 0.0
+        stem_rate = partial / lookups if lookups else 0.0
         report["repeat"] = {"prefix_cache_mb": settings.prefix_cache_mb, "hit_rate": rate,
-                            "cache_on": cached, "cache_off": uncached}
-        line(f"repeat users, cache on (hits {100 * rate:.0f}%)", cached)
+                            "stem_hit_rate": stem_rate, "cache_on": cached, "cache_off": uncached}
+        line(f"repeat users, cache on (whole prefix {100 * rate:.0f}%, history stem only {100 * stem_rate:.0f}%)",
+             cached)
         line("repeat users, cache off", uncached)
 
     if not args.skip_old:

@@ -12,11 +12,18 @@ from ranker.engines.base import Engine, ScoringPrompt
 from ranker.types import Prompt
 
 SPLIT_MARK = "\u2063RECRANKER_SPLIT\u2063"  # sanitised titles can never contain it
+STEM_MARK = "\u2063RECRANKER_STEM\u2063"  # where the user part of the shared text ends
 
 
 def to_scoring_prompt(engine: Engine, prompt: Prompt) -> ScoringPrompt:
-    text = engine.chat_template(prompt.system, prompt.shared + SPLIT_MARK + prompt.specific)
+    shared = prompt.shared
+    if prompt.stem:
+        shared = shared[:prompt.stem] + STEM_MARK + shared[prompt.stem:]
+    text = engine.chat_template(prompt.system, shared + SPLIT_MARK + prompt.specific)
     prefix, sep, suffix = text.partition(SPLIT_MARK)
     if not sep or SPLIT_MARK in suffix:
         raise ValueError("chat template did not keep the split marker exactly once")
-    return ScoringPrompt(prefix=prefix, suffix=suffix)
+    stem, mark, rest = prefix.partition(STEM_MARK)
+    if prompt.stem and (not mark or STEM_MARK in rest):
+        raise ValueError("chat template did not keep the stem marker exactly once")
+    return ScoringPrompt(prefix=stem + rest, suffix=suffix, stem=len(stem) if mark else 0)

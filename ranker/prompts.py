@@ -227,9 +227,24 @@ def _hint_text(hint: str | None) -> str:
     return "\n" + hint
 
 
+def user_part_length(shared: str, config: PromptConfig) -> int:
+    """Characters of ``shared`` that depend on the user alone: in the catalogue layout, the
+    history before the candidate list (an engine may keep its K/V for the user's next
+    request); 0 in the inline layout, where the user part is all of ``shared``."""
+    if not config.catalogue:
+        return 0
+    # History lines start with a quoted title (sanitised titles hold no line break), so
+    # the header line can only be the catalogue's own.
+    header = "\n" + CATALOGUE.partition("{candidates}")[0].format(items=config.items)
+    at = shared.find(header)
+    if at < 0:
+        raise ValueError("catalogue layout: the shared text has no candidate list")
+    return at + 1
+
+
 def _prompt(user, config, count_tokens, shared, specific: str, labels: tuple[str, ...]) -> Prompt:
     shared = shared_text(user, config, count_tokens) if shared is None else shared
-    return Prompt(system_text(config), shared, specific, labels)
+    return Prompt(system_text(config), shared, specific, labels, stem=user_part_length(shared, config))
 
 
 def _catalogue_args(config: PromptConfig, idents: Mapping[str, str] | None, hint: str | None,

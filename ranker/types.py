@@ -39,6 +39,10 @@ class Prompt:
     shared: str  # instructions + user history: identical across a request's prompts
     specific: str  # candidate text + question
     labels: tuple[str, ...]  # the answer tokens we read probabilities for
+    # characters of ``shared`` that depend on the user alone (instructions + history) and
+    # repeat in that user's next request with other candidates; 0 when the user part is
+    # all of ``shared`` (the inline layout) or unknown
+    stem: int = 0
 
 
 @dataclass

@@ -28,6 +28,9 @@ class LabelError(ValueError):
 class ScoringPrompt:
     prefix: str  # chat-formatted shared text; prompts with equal prefixes share its KV cache
     suffix: str  # chat-formatted specific text, ending where the answer's first token goes
+    # prefix[:stem] depends on the user alone (system + history) and comes back in their
+    # next request with other candidates: an engine may keep its K/V apart; 0 = no such part
+    stem: int = 0
 
 
 @dataclass

@@ -32,8 +32,8 @@ import torch
 from ranker.adapter import Adapter, load_adapter
 from ranker.engines import tokens
 from ranker.engines.base import Engine, EngineError, Keep, ScoreBatch, ScoringPrompt
-from ranker.engines.packed import PACK_TOKENS, first_fit_packs, pack_rows, prefix_kv, rows_hidden
-from ranker.engines.prefix_cache import PrefixCache, prefix_key
+from ranker.engines.packed import PACK_TOKENS, extend_kv, first_fit_packs, pack_rows, prefix_kv, rows_hidden
+from ranker.engines.prefix_cache import LayerKV, PrefixCache, prefix_key
 from ranker.model import ModelError, model_info
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
     pack_tokens: suffix tokens per packed row (attention inside a pack grows with its
         square, so very large packs stop paying off).
     prefix_cache_bytes: bound of the LRU that keeps computed prefixes (a user's history
-        K/V) across calls; 0 disables it.
+        K/V) across calls, and their stems (``ScoringPrompt.stem``); 0 disables it.
     merge_adapter: fold the LoRA update into the base weights at load (W + BA), so a
         forward pass runs the base model's matmuls only; False keeps the LoRA layers
         separate (extra small matmuls, casts and adds in every projection).
@@ -123,8 +123,10 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         if not prompts or (keep is not None and not any(keep(i) for i in range(len(prompts)))):
             return ScoreBatch(logprobs=out, forward_tokens=0, calls=0)
         groups: dict[str, list[int]] = {}
+        stem_chars: dict[str, int] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(p.prefix, []).append(i)
+            stem_chars.setdefault(p.prefix, p.stem)
         ids_t = torch.tensor(wanted, device=self.device)
         with self._lock, torch.inference_mode():
             prefix_ids = {prefix: self._ids(prefix) for prefix in groups}
@@ -140,6 +142,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
                 keep_in_group = None if keep is None else (lambda g, i: keep(shared[g][1][i]))
                 rows, n_tokens, calls = self._score_groups(
                     [prefix_ids[prefix] for prefix, _ in shared],
+                    [self._stem_tokens(prefix, prefix_ids[prefix], stem_chars[prefix]) for prefix, _ in shared],
                     [[suffix_ids[i] for i in idxs] for _, idxs in shared], ids_t, keep_in_group)
                 for (_, idxs), group_rows in zip(shared, rows):
                     out[idxs] = group_rows
@@ -152,8 +155,17 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
                 raise EngineError(f"{self.model_name} failed to score {len(prompts)} prompts: {e}") from e
         return ScoreBatch(logprobs=out, forward_tokens=n_tokens, calls=calls)
 
-    def _score_groups(self, prefixes: list[list[int]], suffix_groups: list[list[list[int]]], label_ids: torch.Tensor,
-                      keep: Callable[[int, int], bool] | None = None):
+    def _stem_tokens(self, prefix: str, ids: list[int], stem_chars: int) -> int:
+        """Tokens of ``prefix``'s stem (its user part), 0 when it has none, when no cache
+        would keep it, or when the stem's own tokens are not the prefix's first tokens (a
+        token spanning the boundary): then the prefix is cached only whole."""
+        if not stem_chars or not self.prefix_cache.max_bytes:
+            return 0
+        stem = self._ids(prefix[:stem_chars])
+        return len(stem) if 0 < len(stem) < len(ids) and ids[:len(stem)] == stem else 0
+
+    def _score_groups(self, prefixes: list[list[int]], stems: list[int], suffix_groups: list[list[list[int]]],
+                      label_ids: torch.Tensor, keep: Callable[[int, int], bool] | None = None):
         """Each group's suffixes scored on its own cached prefix, many groups per forward pass.
 
         Prefixes of several groups (several users, in a service micro-batch) run as one
@@ -172,7 +184,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             chunk = [g for g in chunk if wanted(g, range(len(suffix_groups[g])))]
             if not chunk:
                 continue
-            kv, lengths, computed = self._prefill([prefixes[g] for g in chunk])
+            kv, lengths, computed = self._prefill([prefixes[g] for g in chunk], [stems[g] for g in chunk])
             calls += computed > 0  # all prefixes from the cache: no pass ran
             tokens += computed
             rows = [(slot, pack) for slot, g in enumerate(chunk)
@@ -192,25 +204,62 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
                 tokens += sum(len(s) for row in packed for s in row)
         return results, tokens, calls
 
-    def _prefill(self, prefixes: list[list[int]]):
+    def _prefill(self, prefixes: list[list[int]], stems: list[int]):
         """K/V of right-padded prefixes: per layer (keys, values), each (B, H, width, D).
         Padding sits after each prefix, so real positions are 0..n-1 and later masks hide it.
-        Prefixes found in the prefix cache are not run again; the others run as one batch,
-        and each is cached on its own, unpadded. Returns (K/V, lengths, tokens computed)."""
-        keys = [prefix_key(self.model_name, self.adapter_revision, p) for p in prefixes]
-        found = [self.prefix_cache.get(k) for k in keys]
-        missing = [i for i, kv in enumerate(found) if kv is None]
-        if missing:
-            batch = self._run_prefixes([prefixes[i] for i in missing])
-            for row, i in enumerate(missing):
-                n = len(prefixes[i])
+        A prefix found in the prefix cache is not run again; one whose stem (its first
+        ``stems[i]`` tokens, the user's history) is found runs only the rest on top of it;
+        the others run whole, as one batch. Each prefix, and each stem, is cached on its
+        own, unpadded. Returns (K/V, lengths, tokens computed)."""
+        keys = [self._cache_key(p) for p in prefixes]
+        stem_keys = [self._cache_key(p[:s]) if s else None for p, s in zip(prefixes, stems)]
+        found: list[LayerKV | None] = [None] * len(prefixes)
+        on_stem: dict[int, LayerKV] = {}
+        for i, (key, stem_key) in enumerate(zip(keys, stem_keys)):
+            at, kv = self.prefix_cache.longest([key] if stem_key is None else [key, stem_key])
+            if at == 0:
+                found[i] = kv
+            elif at == 1:
+                on_stem[i] = kv
+        whole = [i for i in range(len(prefixes)) if found[i] is None and i not in on_stem]
+        if whole:
+            batch = self._run_prefixes([prefixes[i] for i in whole])
+            for row, i in enumerate(whole):
                 # clone: a view would keep the whole padded batch alive inside the cache
-                found[i] = [(k[row:row + 1, :, :n].clone(), v[row:row + 1, :, :n].clone()) for k, v in batch]
-                self.prefix_cache.put(keys[i], found[i])
+                found[i] = [(k[row:row + 1, :, :len(prefixes[i])].clone(), v[row:row + 1, :, :len(prefixes[i])].clone())
+                            for k, v in batch]
+                if stem_keys[i] is not None:
+                    self.prefix_cache.put(stem_keys[i], [(k[:, :, :stems[i]].clone(), v[:, :, :stems[i]].clone())
+                                                         for k, v in found[i]])
+        if on_stem:
+            order = list(on_stem)
+            rests = self._extend([on_stem[i] for i in order], [prefixes[i][stems[i]:] for i in order])
+            for i, rest in zip(order, rests):
+                found[i] = [(torch.cat([k, rk], dim=2), torch.cat([v, rv], dim=2))
+                            for (k, v), (rk, rv) in zip(on_stem[i], rest)]
+        for i in whole + list(on_stem):
+            self.prefix_cache.put(keys[i], found[i])
         width = max(len(p) for p in prefixes)
         kv = [(torch.cat([_pad_kv(f[layer][0], width) for f in found]),
                torch.cat([_pad_kv(f[layer][1], width) for f in found])) for layer in range(len(found[0]))]
-        return kv, [len(p) for p in prefixes], sum(len(prefixes[i]) for i in missing)
+        computed = sum(len(prefixes[i]) for i in whole) + sum(len(prefixes[i]) - stems[i] for i in on_stem)
+        return kv, [len(p) for p in prefixes], computed
+
+    def _cache_key(self, ids: list[int]) -> str:
+        return prefix_key(self.model_name, self.adapter_revision, ids)
+
+    def _extend(self, stems: list[LayerKV], rests: list[list[int]]) -> list[LayerKV]:
+        """Per prefix, the K/V of ``rests[i]`` run on top of the cached ``stems[i]``: one
+        packed row per prefix (``ranker.engines.packed``), so each continues its own stem at
+        the positions it would have had in one pass."""
+        lengths = [s[0][0].shape[2] for s in stems]
+        width = max(lengths)
+        kv = [(torch.cat([_pad_kv(s[layer][0], width) for s in stems]),
+               torch.cat([_pad_kv(s[layer][1], width) for s in stems])) for layer in range(len(stems[0]))]
+        rows = pack_rows([[r] for r in rests], lengths, width, self._pad_id)
+        new = extend_kv(self._decoder, kv, rows, self.device)
+        return [[(k[i:i + 1, :, :len(r)].clone(), v[i:i + 1, :, :len(r)].clone()) for k, v in new]
+                for i, r in enumerate(rests)]
 
     def _run_prefixes(self, prefixes: list[list[int]]):
         ids, mask, _ = self._pad(prefixes, left=False)

@@ -111,3 +111,18 @@ def rows_hidden(decoder, kv: list[tuple[torch.Tensor, torch.Tensor]], slots: tor
     return decoder(input_ids=rows.ids.to(device), attention_mask=rows.mask.to(device),
                    position_ids=rows.positions.to(device), use_cache=True,
                    **{_cache_keyword(type(decoder)): cache}).last_hidden_state
+
+
+def extend_kv(decoder, kv: list[tuple[torch.Tensor, torch.Tensor]], rows: PackedRows,
+              device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer (keys, values), each (R, H, T, D), of the tokens of ``rows`` (one suffix
+    per row, row r on prefix r of ``kv``): a cached prefix continued by more tokens, with
+    the K/V those tokens have when run in one pass with it. Columns past a row's own
+    tokens are padding."""
+    from transformers import DynamicCache
+
+    width = kv[0][0].shape[2]
+    cache = DynamicCache([(k, v) for k, v in kv])  # update() concatenates: ``kv`` stays unchanged
+    decoder(input_ids=rows.ids.to(device), attention_mask=rows.mask.to(device),
+            position_ids=rows.positions.to(device), use_cache=True, **{_cache_keyword(type(decoder)): cache})
+    return [(layer.keys[:, :, width:], layer.values[:, :, width:]) for layer in cache.layers]

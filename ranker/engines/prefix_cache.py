@@ -1,7 +1,10 @@
 """A per-engine LRU of computed prefixes (the K/V of a user's history), bounded in bytes.
 
 A user's next request with other candidates (or another mode) shares the same rendered
-prefix, so its K/V can be reused and only the short candidate suffixes are run. The key
+prefix, so its K/V can be reused and only the short candidate suffixes are run. Where the
+prefix also lists the request's candidates (the catalogue layout), only its first part,
+the user's history (the stem), comes back: it is kept as an entry of its own, and a new
+candidate list is run on top of it. The key
 holds what decides the K/V: the model, the adapter revision and the prefix's token ids;
 new events change the history text, hence the ids, hence the key — stale entries are
 never read, only aged out. Entries are per-layer (keys, values) of ONE prefix, unpadded.
@@ -32,16 +35,26 @@ def kv_bytes(kv: LayerKV) -> int:
 
 @dataclass
 class CacheStats:
-    hits: int = 0
+    hits: int = 0  # the whole prefix was held
+    partial_hits: int = 0  # only its stem was (``PrefixCache.longest``)
     misses: int = 0
     evictions: int = 0
     entries: int = 0
     bytes: int = 0
 
     @property
+    def lookups(self) -> int:
+        return self.hits + self.partial_hits + self.misses
+
+    @property
     def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
+        """Share of lookups that found the whole prefix."""
+        return self.hits / self.lookups if self.lookups else 0.0
+
+    @property
+    def reuse_rate(self) -> float:
+        """Share of lookups that found the whole prefix or its stem."""
+        return (self.hits + self.partial_hits) / self.lookups if self.lookups else 0.0
 
 
 class PrefixCache:
@@ -55,13 +68,23 @@ class PrefixCache:
         self.stats = CacheStats()
 
     def get(self, key: str) -> LayerKV | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            self.stats.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.stats.hits += 1
-        return entry[0]
+        return self.longest([key])[1]
+
+    def longest(self, keys: Sequence[str]) -> tuple[int, LayerKV | None]:
+        """The first of ``keys`` held (longest prefix first): (its index, its K/V), or
+        (-1, None). One lookup in the stats: a hit for the first key, a partial hit for a
+        later one, else a miss."""
+        for i, key in enumerate(keys):
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                if i == 0:
+                    self.stats.hits += 1
+                else:
+                    self.stats.partial_hits += 1
+                return i, entry[0]
+        self.stats.misses += 1
+        return -1, None
 
     def put(self, key: str, kv: LayerKV) -> None:
         size = kv_bytes(kv)

@@ -38,9 +38,9 @@ class PassLog:
         self.after_first = after_first
         prefill, rows = engine._prefill, engine._score_rows
 
-        def logged_prefill(prefixes):
+        def logged_prefill(prefixes, stems):
             self.passes.append([t for p in prefixes for t in p])
-            out = prefill(prefixes)
+            out = prefill(prefixes, stems)
             self._tick()
             return out
 

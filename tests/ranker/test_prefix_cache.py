@@ -44,6 +44,18 @@ def test_disabled_cache_keeps_nothing() -> None:
         PrefixCache(-1)
 
 
+def test_longest_finds_the_first_key_held_and_counts_one_lookup() -> None:
+    cache = PrefixCache(max_bytes=1 << 20)
+    cache.put("stem", _kv(4))
+    assert cache.longest(["whole", "stem"])[0] == 1  # only the stem is held: a partial hit
+    cache.put("whole", _kv(8))
+    at, kv = cache.longest(["whole", "stem"])
+    assert at == 0 and kv[0][0].shape[2] == 8
+    assert cache.longest(["other", "none"]) == (-1, None)
+    assert (cache.stats.hits, cache.stats.partial_hits, cache.stats.misses) == (1, 1, 1)
+    assert cache.stats.hit_rate == pytest.approx(1 / 3) and cache.stats.reuse_rate == pytest.approx(2 / 3)
+
+
 def test_key_depends_on_model_adapter_and_every_token() -> None:
     base = prefix_key("m", "rev1", [1, 2, 3])
     assert base == prefix_key("m", "rev1", [1, 2, 3])
@@ -82,3 +94,37 @@ def test_cached_prefix_gives_the_same_scores_and_new_events_miss(model_dir: Path
     plain = HFEngine(model_dir, device="cpu", dtype="float32")
     np.testing.assert_allclose(plain.score(prompts, ALL_LABELS).logprobs, warm.logprobs, atol=1e-4)
     assert plain.prefix_cache.stats.entries == 0
+
+
+@pytest.mark.slow
+def test_catalogue_requests_reuse_the_history_stem_with_the_same_scores(model_dir: Path) -> None:
+    # In the catalogue layout the shared prefix lists the request's candidates, so a
+    # user's next request with other candidates repeats only the history part (the stem).
+    cfg = RankerConfig(pairwise_budget=1, listwise_shuffles=1, prompt_layout="catalogue")
+    cached = HFEngine(model_dir, device="cpu", dtype="float32", prefix_cache_bytes=64 << 20)
+    ranker = Ranker(cached, cfg)
+    first = RankRequest(USER, list(CANDS), k=3)
+    other = RankRequest(USER, [Candidate("d", "Heat (1995)", 0.3), *CANDS[:2]], k=2)
+    prompts = [[to_scoring_prompt(cached, p) for plan in ranker.plans(r).values() for p in plan.prompts]
+               for r in (first, other)]
+    stem = prompts[0][0].stem
+    assert stem > 0 and prompts[0][0].prefix[:stem] == prompts[1][0].prefix[:stem]
+    assert prompts[0][0].prefix != prompts[1][0].prefix
+    cached.score(prompts[0], ALL_LABELS)  # stores the whole prefix and its stem
+    assert cached.prefix_cache.stats.misses == 1 and cached.prefix_cache.stats.entries == 2
+    warm = cached.score(prompts[1], ALL_LABELS)
+    assert cached.prefix_cache.stats.partial_hits == 1
+    # only the candidate list and the questions ran: the stem's tokens are not counted again
+    stem_tokens = len(cached._ids(prompts[1][0].prefix[:stem]))
+    plain = HFEngine(model_dir, device="cpu", dtype="float32")
+    cold = plain.score(prompts[1], ALL_LABELS)
+    assert warm.forward_tokens == cold.forward_tokens - stem_tokens
+    np.testing.assert_allclose(warm.logprobs, cold.logprobs, atol=1e-4)
+    # the extended prefix is cached whole: the same request again runs only its questions
+    again = cached.score(prompts[1], ALL_LABELS)
+    assert cached.prefix_cache.stats.hits == 1
+    np.testing.assert_allclose(again.logprobs, cold.logprobs, atol=1e-4)
+    # new history changes the stem: a miss, never a stale reuse
+    newer = UserProfile("u1", (*USER.history, HistoryEntry("3", "Babe (1995)", 4.0)))
+    ranker.rank(RankRequest(newer, list(CANDS), k=3))
+    assert cached.prefix_cache.stats.misses == 2

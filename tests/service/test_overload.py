@@ -31,8 +31,8 @@ class SlowPrefill:
         self.row_passes = 0
         prefill, rows = engine._prefill, engine._score_rows
 
-        def slow_prefill(prefixes):
-            out = prefill(prefixes)
+        def slow_prefill(prefixes, stems):
+            out = prefill(prefixes, stems)
             time.sleep(delay_s)
             self.prefills += 1
             return out
