@@ -209,8 +209,10 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         Padding sits after each prefix, so real positions are 0..n-1 and later masks hide it.
         A prefix found in the prefix cache is not run again; one whose stem (its first
         ``stems[i]`` tokens, the user's history) is found runs only the rest on top of it;
-        the others run whole, as one batch. Each prefix, and each stem, is cached on its
-        own, unpadded. Returns (K/V, lengths, tokens computed)."""
+        the others run whole, as one batch. What is cached, unpadded: the stem where a
+        prefix has one (the rest lists this request's candidates, which a user's next
+        request rarely repeats: caching it too would halve the users the cache holds),
+        else the whole prefix. Returns (K/V, lengths, tokens computed)."""
         keys = [self._cache_key(p) for p in prefixes]
         stem_keys = [self._cache_key(p[:s]) if s else None for p, s in zip(prefixes, stems)]
         found: list[LayerKV | None] = [None] * len(prefixes)
@@ -237,8 +239,9 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
             for i, rest in zip(order, rests):
                 found[i] = [(torch.cat([k, rk], dim=2), torch.cat([v, rv], dim=2))
                             for (k, v), (rk, rv) in zip(on_stem[i], rest)]
-        for i in whole + list(on_stem):
-            self.prefix_cache.put(keys[i], found[i])
+        for i in whole:
+            if stem_keys[i] is None:
+                self.prefix_cache.put(keys[i], found[i])
         width = max(len(p) for p in prefixes)
         kv = [(torch.cat([_pad_kv(f[layer][0], width) for f in found]),
                torch.cat([_pad_kv(f[layer][1], width) for f in found])) for layer in range(len(found[0]))]

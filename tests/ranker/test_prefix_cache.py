@@ -110,19 +110,22 @@ def test_catalogue_requests_reuse_the_history_stem_with_the_same_scores(model_di
     stem = prompts[0][0].stem
     assert stem > 0 and prompts[0][0].prefix[:stem] == prompts[1][0].prefix[:stem]
     assert prompts[0][0].prefix != prompts[1][0].prefix
-    cached.score(prompts[0], ALL_LABELS)  # stores the whole prefix and its stem
-    assert cached.prefix_cache.stats.misses == 1 and cached.prefix_cache.stats.entries == 2
+    stem_tokens = len(cached._ids(prompts[1][0].prefix[:stem]))
+    cached.score(prompts[0], ALL_LABELS)  # stores the stem only: the candidate list rarely comes back
+    assert cached.prefix_cache.stats.misses == 1 and cached.prefix_cache.stats.entries == 1
+    conf = cached.model.config
+    per_token = conf.num_hidden_layers * 2 * conf.num_key_value_heads * (conf.hidden_size // conf.num_attention_heads) * 4
+    assert cached.prefix_cache.stats.bytes == stem_tokens * per_token  # float32: 4 bytes
     warm = cached.score(prompts[1], ALL_LABELS)
     assert cached.prefix_cache.stats.partial_hits == 1
     # only the candidate list and the questions ran: the stem's tokens are not counted again
-    stem_tokens = len(cached._ids(prompts[1][0].prefix[:stem]))
     plain = HFEngine(model_dir, device="cpu", dtype="float32")
     cold = plain.score(prompts[1], ALL_LABELS)
     assert warm.forward_tokens == cold.forward_tokens - stem_tokens
     np.testing.assert_allclose(warm.logprobs, cold.logprobs, atol=1e-4)
-    # the extended prefix is cached whole: the same request again runs only its questions
+    # the same request again also reuses the stem (and still scores the same)
     again = cached.score(prompts[1], ALL_LABELS)
-    assert cached.prefix_cache.stats.hits == 1
+    assert cached.prefix_cache.stats.partial_hits == 2 and cached.prefix_cache.stats.entries == 1
     np.testing.assert_allclose(again.logprobs, cold.logprobs, atol=1e-4)
     # new history changes the stem: a miss, never a stale reuse
     newer = UserProfile("u1", (*USER.history, HistoryEntry("3", "Babe (1995)", 4.0)))
