@@ -242,9 +242,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         for i in whole:
             if stem_keys[i] is None:
                 self.prefix_cache.put(keys[i], found[i])
-        width = max(len(p) for p in prefixes)
-        kv = [(torch.cat([_pad_kv(f[layer][0], width) for f in found]),
-               torch.cat([_pad_kv(f[layer][1], width) for f in found])) for layer in range(len(found[0]))]
+        kv = _stack_kv(found, max(len(p) for p in prefixes))
         computed = sum(len(prefixes[i]) for i in whole) + sum(len(prefixes[i]) - stems[i] for i in on_stem)
         return kv, [len(p) for p in prefixes], computed
 
@@ -257,10 +255,8 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         the positions it would have had in one pass."""
         lengths = [s[0][0].shape[2] for s in stems]
         width = max(lengths)
-        kv = [(torch.cat([_pad_kv(s[layer][0], width) for s in stems]),
-               torch.cat([_pad_kv(s[layer][1], width) for s in stems])) for layer in range(len(stems[0]))]
         rows = pack_rows([[r] for r in rests], lengths, width, self._pad_id)
-        new = extend_kv(self._decoder, kv, rows, self.device)
+        new = extend_kv(self._decoder, _stack_kv(stems, width), rows, self.device)
         return [[(k[i:i + 1, :, :len(r)].clone(), v[i:i + 1, :, :len(r)].clone()) for k, v in new]
                 for i, r in enumerate(rests)]
 
@@ -375,6 +371,12 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         self.adapter_revision = adapter.revision
         log.info("adapter %s (revision %s) loaded", self.adapter_name, self.adapter_revision)
         return model
+
+
+def _stack_kv(entries: Sequence[LayerKV], width: int) -> LayerKV:
+    """Single-prefix K/V entries -> per layer (keys, values), each (B, H, width, D), right-padded."""
+    return [(torch.cat([_pad_kv(e[layer][0], width) for e in entries]),
+             torch.cat([_pad_kv(e[layer][1], width) for e in entries])) for layer in range(len(entries[0]))]
 
 
 def _pad_kv(t: torch.Tensor, width: int) -> torch.Tensor:
