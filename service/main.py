@@ -75,6 +75,8 @@ def create_app(settings: Settings, *, resources: Resources | None = None,
                                  batcher=batcher, ranker=res.ranker, served=res.served, metrics=metrics,
                                  request_timeout_s=settings.request_timeout_s)
         batcher.start()
+        # the in-process engine's cache; vLLM keeps its own (its /metrics reports it)
+        metrics.prefix_cache.stats = lambda: getattr(getattr(res.ranker.engine, "prefix_cache", None), "stats", None)
         app.state.live = AppState(res, store, catalog, batcher, ranking)
         log.info("serving %s (adapter %s), backbone %s, store %s, microbatch %s",
                  res.served.model, res.served.adapter, res.served.backbone, store.kind, settings.microbatch)
@@ -82,6 +84,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None,
             yield
         finally:
             app.state.live = None
+            metrics.prefix_cache.stats = lambda: None
             await batcher.stop()
             await store.close()
 

@@ -8,8 +8,14 @@ item id.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from ranker.engines.prefix_cache import CacheStats
 
 # From a cache hit (~1 ms) to a slow CPU LLM batch (tens of seconds).
 LATENCY_BUCKETS = (
@@ -22,8 +28,33 @@ STAGES = ("cache", "retrieve", "queue", "prompt", "llm", "ensemble")
 STORE_OPS = ("get", "append", "cache_get", "cache_set", "ping")  # the `op` label of recranker_store_errors_total
 DEGRADED_REASONS = ("timeout", "error", "engine")  # pipeline: request timeout, batch exception, ranker fallback
 RANK_SOURCES = ("llm", "cache", "degraded")
+PREFIX_RESULTS = ("hit", "stem", "miss")  # the `result` label of recranker_prefix_cache_lookups_total
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics", "STAGES"]
+
+
+class PrefixCacheCollector(Collector):
+    """The in-process engine's prefix cache (``ranker.engines.prefix_cache``), read at scrape
+    time: the engine keeps the counts, so nothing is copied on the request path. ``stats``
+    returns them, or None (no engine loaded yet, or one without a cache: vLLM keeps its own),
+    which exports zeros."""
+
+    def __init__(self) -> None:
+        self.stats: Callable[[], CacheStats | None] = lambda: None
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats() or CacheStats()
+        lookups = CounterMetricFamily(
+            "recranker_prefix_cache_lookups", "Prompt-prefix K/V lookups of the in-process engine by result: hit "
+            "(the whole prefix), stem (the user's history only; the candidate list ran on top), miss.",
+            labels=["result"])
+        for result, n in zip(PREFIX_RESULTS, (s.hits, s.partial_hits, s.misses)):
+            lookups.add_metric([result], n)
+        yield lookups
+        yield CounterMetricFamily("recranker_prefix_cache_evictions", "Prefix-cache entries dropped to stay "
+                                  "within RECRANKER_PREFIX_CACHE_MB.", value=s.evictions)
+        yield GaugeMetricFamily("recranker_prefix_cache_bytes", "Bytes of K/V the prefix cache holds.", value=s.bytes)
+        yield GaugeMetricFamily("recranker_prefix_cache_entries", "Prefixes the prefix cache holds.", value=s.entries)
 
 
 class ServiceMetrics:
@@ -65,6 +96,8 @@ class ServiceMetrics:
         self.inflight = Gauge("recranker_engine_inflight_requests", "Rank requests inside the engine now.", registry=r)
         self.batch_size = Histogram(
             "recranker_batch_size", "Rank requests per engine batch.", buckets=BATCH_BUCKETS, registry=r)
+        self.prefix_cache = PrefixCacheCollector()
+        r.register(self.prefix_cache)
         # Every known label value exported at 0 from the start: dashboards show 0 instead of
         # "no data", ratios exist, and an alert's rate()/increase() sees the first error
         # (a series born at 1 has no increase).

@@ -160,6 +160,10 @@ def test_probes_and_metrics_after_traffic(client):
     assert _value(m, "recranker_cache_requests_total", result="error") == 0
     assert _value(m, "recranker_degraded_responses_total") == 0
     assert ("recranker_queue_depth", ()) in m
+    # the engine's prefix cache is read at scrape time (this test engine keeps none: every lookup misses)
+    assert _value(m, "recranker_prefix_cache_lookups_total", result="miss") >= 1
+    assert _value(m, "recranker_prefix_cache_lookups_total", result="hit") == 0
+    assert _value(m, "recranker_prefix_cache_bytes") == 0
     assert not any("user" in dict(labels) or "item" in dict(labels) for _, labels in m)  # no id labels
 
 
