@@ -131,3 +131,23 @@ def test_catalogue_requests_reuse_the_history_stem_with_the_same_scores(model_di
     newer = UserProfile("u1", (*USER.history, HistoryEntry("3", "Babe (1995)", 4.0)))
     ranker.rank(RankRequest(newer, list(CANDS), k=3))
     assert cached.prefix_cache.stats.misses == 2
+
+
+@pytest.mark.slow
+def test_a_batch_mixing_stem_hits_and_misses_scores_as_each_alone(model_dir: Path) -> None:
+    # a service micro-batch: one returning user (history cached) and one new user, one engine call
+    cfg = RankerConfig(pairwise_budget=1, listwise_shuffles=1, prompt_layout="catalogue")
+    cached = HFEngine(model_dir, device="cpu", dtype="float32", prefix_cache_bytes=64 << 20)
+    ranker = Ranker(cached, cfg)
+    newcomer = UserProfile("u2", (HistoryEntry("9", "Toy Story (1995)", 4.0),))
+
+    def prompts(request):
+        return [to_scoring_prompt(cached, p) for plan in ranker.plans(request).values() for p in plan.prompts]
+
+    cached.score(prompts(RankRequest(USER, list(CANDS), k=3)), ALL_LABELS)  # u1's history is now cached
+    batch = prompts(RankRequest(USER, [Candidate("d", "Heat (1995)", 0.3), *CANDS[:2]], k=2)) + \
+        prompts(RankRequest(newcomer, list(CANDS), k=3))
+    mixed = cached.score(batch, ALL_LABELS)
+    assert cached.prefix_cache.stats.partial_hits == 1 and cached.prefix_cache.stats.misses == 2
+    plain = HFEngine(model_dir, device="cpu", dtype="float32")
+    np.testing.assert_allclose(mixed.logprobs, plain.score(batch, ALL_LABELS).logprobs, atol=1e-4)
