@@ -40,6 +40,11 @@ def load_resources(settings: Settings) -> Resources:
         built = build_stack(settings)  # trains and saves the backbone when absent
     except StackError as e:
         raise StartupError(str(e)) from None
+    limit = built.ranker.max_candidates
+    if limit is not None and settings.num_candidates > limit:
+        raise StartupError(f"RECRANKER_NUM_CANDIDATES={settings.num_candidates}: the adapter {built.adapter.name} "
+                           f"ranks at most {limit} candidates per request (its catalogue prompt layout); set "
+                           f"RECRANKER_NUM_CANDIDATES to {limit} or fewer")
     adapter = built.adapter
     served = ServedModel(model=built.engine.model_name, adapter=adapter.name if adapter else None,
                          adapter_revision=adapter.revision if adapter else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from candidate_gen.base import BACKBONE_NAMES, NUM_CANDIDATES
@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     def _none_adapter(cls, v: str | None) -> str | None:
         return adapter_or_none(v)
 
+    @model_validator(mode="after")
+    def _default_count_within_limit(self) -> Settings:
+        if self.num_candidates > self.max_candidates:
+            raise ValueError(f"RECRANKER_NUM_CANDIDATES ({self.num_candidates}) is more than RECRANKER_MAX_CANDIDATES "
+                             f"({self.max_candidates}): every request without its own count would be refused")
+        return self
+
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else self.home / "data"
@@ -120,6 +127,9 @@ def describe_settings_error(error: ValidationError) -> str:
     'invalid setting RECRANKER_TOP_K=0: Input should be greater than or equal to 1'."""
     parts = []
     for err in error.errors():
-        name = "RECRANKER_" + "_".join(str(x) for x in err["loc"]).upper() if err["loc"] else "settings"
+        if not err["loc"]:  # a check across settings: its message names them
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
+        name = "RECRANKER_" + "_".join(str(x) for x in err["loc"]).upper()
         parts.append(f"{name}={err['input']!r}: {err['msg']}" if "input" in err else f"{name}: {err['msg']}")
     return "invalid setting " + "; ".join(parts)

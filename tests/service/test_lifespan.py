@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.main import create_app
+from stack.settings import DEFAULT_ADAPTER
 from tests.service.conftest import base_settings
 
 
@@ -30,6 +31,16 @@ def test_missing_adapter_fails_start_up_with_a_clear_message(tmp_path, shared_da
     settings = base_settings(tmp_path, shared_data_dir, base_model=str(model_dir), redis_url=None,
                              adapter=str(tmp_path / "no-such-adapter"))
     with pytest.raises(Exception, match="adapter folder .*no-such-adapter does not exist"):
+        with TestClient(create_app(settings)):
+            pass
+
+
+def test_a_default_count_the_adapter_cannot_rank_fails_start_up(tmp_path, shared_data_dir, model_dir):
+    # the shipped adapter's catalogue layout letters at most 20 candidates: a service whose
+    # default count is 21 would refuse every request that does not set its own, so it does not start
+    settings = base_settings(tmp_path, shared_data_dir, base_model=str(model_dir), redis_url=None,
+                             adapter=str(DEFAULT_ADAPTER), num_candidates=21, max_candidates=30)
+    with pytest.raises(Exception, match="RECRANKER_NUM_CANDIDATES=21: the adapter .* ranks at most 20 candidates"):
         with TestClient(create_app(settings)):
             pass
 

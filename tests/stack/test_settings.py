@@ -14,7 +14,9 @@ from ranker.ensemble import EnsembleWeights
 from ranker.model import BUNDLED_MODEL
 from ranker.ranker import RankerConfig
 from stack.build import StackError, resolve_adapter
-from stack.settings import CANDIDATE_LIMIT, DEFAULT_ADAPTER, Settings, ranker_config
+from pydantic import ValidationError
+
+from stack.settings import CANDIDATE_LIMIT, DEFAULT_ADAPTER, Settings, describe_settings_error, ranker_config
 
 
 def test_settings_defaults_are_the_rankers() -> None:
@@ -35,6 +37,15 @@ def test_candidate_bounds_come_from_one_number() -> None:
     with pytest.raises(ValueError, match="less than or equal"):
         RankIn(user_id="1", num_candidates=CANDIDATE_LIMIT + 1)
     assert RankIn(user_id="1", num_candidates=CANDIDATE_LIMIT).num_candidates == CANDIDATE_LIMIT
+
+
+def test_the_default_count_must_be_within_the_request_limit() -> None:
+    with pytest.raises(ValidationError) as e:
+        Settings(_env_file=None, num_candidates=30, max_candidates=20)
+    assert describe_settings_error(e.value) == (
+        "invalid setting RECRANKER_NUM_CANDIDATES (30) is more than RECRANKER_MAX_CANDIDATES (20): every request "
+        "without its own count would be refused")
+    assert Settings(_env_file=None, num_candidates=20, max_candidates=20).num_candidates == 20
 
 
 def test_backbone_names_are_listed_once() -> None:
