@@ -65,6 +65,18 @@ def test_key_depends_on_model_adapter_and_every_token() -> None:
 
 USER = UserProfile("u1", (HistoryEntry("1", "Alien (1979)", 5.0), HistoryEntry("2", "Heat (1995)", 2.0)))
 CANDS = [Candidate("a", "Fargo (1996)", 0.9), Candidate("b", "Babe (1995)", 0.5), Candidate("c", "Jaws (1975)", 0.1)]
+OTHER_CANDS = [Candidate("d", "Heat (1995)", 0.3), *CANDS[:2]]  # the same user's next request
+NEWER = UserProfile("u1", (*USER.history, HistoryEntry("3", "Babe (1995)", 4.0)))  # after a new event
+
+
+def _scoring_prompts(ranker: Ranker, request: RankRequest):
+    return [to_scoring_prompt(ranker.engine, p) for plan in ranker.plans(request).values() for p in plan.prompts]
+
+
+def _catalogue_ranker(model_dir: Path) -> Ranker:
+    """A float32 engine with a prefix cache, ranking in the catalogue layout."""
+    cached = HFEngine(model_dir, device="cpu", dtype="float32", prefix_cache_bytes=64 << 20)
+    return Ranker(cached, RankerConfig(pairwise_budget=1, listwise_shuffles=1, prompt_layout="catalogue"))
 
 
 @pytest.mark.slow
@@ -72,8 +84,7 @@ def test_cached_prefix_gives_the_same_scores_and_new_events_miss(model_dir: Path
     cached = HFEngine(model_dir, device="cpu", dtype="float32", prefix_cache_bytes=64 << 20)
     cfg = RankerConfig(pairwise_budget=1, listwise_shuffles=1)
     ranker = Ranker(cached, cfg)
-    request = RankRequest(USER, list(CANDS), k=3)
-    prompts = [to_scoring_prompt(cached, p) for plan in ranker.plans(request).values() for p in plan.prompts]
+    prompts = _scoring_prompts(ranker, RankRequest(USER, list(CANDS), k=3))
     cold = cached.score(prompts, ALL_LABELS)  # computes and stores the user's prefix
     assert cached.prefix_cache.stats.misses == 1 and cached.prefix_cache.stats.entries == 1
     warm = cached.score(prompts, ALL_LABELS)
@@ -83,12 +94,10 @@ def test_cached_prefix_gives_the_same_scores_and_new_events_miss(model_dir: Path
     prefix_tokens = len(cached.encode(prompts[0])[0])
     assert warm.forward_tokens == cold.forward_tokens - prefix_tokens and warm.calls == cold.calls - 1
     # a request with other candidates reuses the same history prefix
-    other = RankRequest(USER, [Candidate("d", "Heat (1995)", 0.3), *CANDS[:2]], k=2)
-    ranker.rank(other)
+    ranker.rank(RankRequest(USER, list(OTHER_CANDS), k=2))
     assert cached.prefix_cache.stats.hits == 2
     # a new event changes the history, hence the prefix: a miss, never a stale hit
-    newer = UserProfile("u1", (*USER.history, HistoryEntry("3", "Babe (1995)", 4.0)))
-    ranker.rank(RankRequest(newer, list(CANDS), k=3))
+    ranker.rank(RankRequest(NEWER, list(CANDS), k=3))
     assert cached.prefix_cache.stats.misses == 2
     # and a cache-less engine scores exactly the same
     plain = HFEngine(model_dir, device="cpu", dtype="float32")
@@ -100,13 +109,9 @@ def test_cached_prefix_gives_the_same_scores_and_new_events_miss(model_dir: Path
 def test_catalogue_requests_reuse_the_history_stem_with_the_same_scores(model_dir: Path) -> None:
     # In the catalogue layout the shared prefix lists the request's candidates, so a
     # user's next request with other candidates repeats only the history part (the stem).
-    cfg = RankerConfig(pairwise_budget=1, listwise_shuffles=1, prompt_layout="catalogue")
-    cached = HFEngine(model_dir, device="cpu", dtype="float32", prefix_cache_bytes=64 << 20)
-    ranker = Ranker(cached, cfg)
-    first = RankRequest(USER, list(CANDS), k=3)
-    other = RankRequest(USER, [Candidate("d", "Heat (1995)", 0.3), *CANDS[:2]], k=2)
-    prompts = [[to_scoring_prompt(cached, p) for plan in ranker.plans(r).values() for p in plan.prompts]
-               for r in (first, other)]
+    ranker = _catalogue_ranker(model_dir)
+    cached = ranker.engine
+    prompts = [_scoring_prompts(ranker, RankRequest(USER, list(cands), k=2)) for cands in (CANDS, OTHER_CANDS)]
     stem = prompts[0][0].stem
     assert stem > 0 and prompts[0][0].prefix[:stem] == prompts[1][0].prefix[:stem]
     assert prompts[0][0].prefix != prompts[1][0].prefix
@@ -128,25 +133,19 @@ def test_catalogue_requests_reuse_the_history_stem_with_the_same_scores(model_di
     assert cached.prefix_cache.stats.partial_hits == 2 and cached.prefix_cache.stats.entries == 1
     np.testing.assert_allclose(again.logprobs, cold.logprobs, atol=1e-4)
     # new history changes the stem: a miss, never a stale reuse
-    newer = UserProfile("u1", (*USER.history, HistoryEntry("3", "Babe (1995)", 4.0)))
-    ranker.rank(RankRequest(newer, list(CANDS), k=3))
+    ranker.rank(RankRequest(NEWER, list(CANDS), k=3))
     assert cached.prefix_cache.stats.misses == 2
 
 
 @pytest.mark.slow
 def test_a_batch_mixing_stem_hits_and_misses_scores_as_each_alone(model_dir: Path) -> None:
     # a service micro-batch: one returning user (history cached) and one new user, one engine call
-    cfg = RankerConfig(pairwise_budget=1, listwise_shuffles=1, prompt_layout="catalogue")
-    cached = HFEngine(model_dir, device="cpu", dtype="float32", prefix_cache_bytes=64 << 20)
-    ranker = Ranker(cached, cfg)
+    ranker = _catalogue_ranker(model_dir)
+    cached = ranker.engine
     newcomer = UserProfile("u2", (HistoryEntry("9", "Toy Story (1995)", 4.0),))
-
-    def prompts(request):
-        return [to_scoring_prompt(cached, p) for plan in ranker.plans(request).values() for p in plan.prompts]
-
-    cached.score(prompts(RankRequest(USER, list(CANDS), k=3)), ALL_LABELS)  # u1's history is now cached
-    batch = prompts(RankRequest(USER, [Candidate("d", "Heat (1995)", 0.3), *CANDS[:2]], k=2)) + \
-        prompts(RankRequest(newcomer, list(CANDS), k=3))
+    cached.score(_scoring_prompts(ranker, RankRequest(USER, list(CANDS), k=3)), ALL_LABELS)  # u1's history is cached
+    batch = _scoring_prompts(ranker, RankRequest(USER, list(OTHER_CANDS), k=2)) + \
+        _scoring_prompts(ranker, RankRequest(newcomer, list(CANDS), k=3))
     mixed = cached.score(batch, ALL_LABELS)
     assert cached.prefix_cache.stats.partial_hits == 1 and cached.prefix_cache.stats.misses == 2
     plain = HFEngine(model_dir, device="cpu", dtype="float32")
