@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ranker.chat import to_scoring_prompt
-from ranker.engines.packed import PACK_TOKENS, first_fit_packs, pack_rows, prefix_kv, rows_hidden
+from ranker.engines.packed import PACK_TOKENS, balanced_packs, pack_rows, prefix_kv, rows_hidden
 from ranker.types import Prompt
 
 
@@ -74,7 +74,7 @@ def collate_requests(batch: list[PackedRequest], pad_id: int, pack_tokens: int =
     for b, r in enumerate(batch):
         prefix_ids[b, :len(r.prefix)] = torch.tensor(r.prefix)
         prefix_mask[b, :len(r.prefix)] = 1
-        for pack in first_fit_packs([len(s) for s in r.suffixes], pack_tokens):
+        for pack in balanced_packs([len(s) for s in r.suffixes], pack_tokens):
             packed.append([r.suffixes[i] for i in pack])
             slots.append(b)
             order += [offset + i for i in pack]

@@ -32,7 +32,7 @@ import torch
 from ranker.adapter import Adapter, load_adapter
 from ranker.engines import tokens
 from ranker.engines.base import Engine, EngineError, Keep, ScoreBatch, ScoringPrompt
-from ranker.engines.packed import PACK_TOKENS, extend_kv, first_fit_packs, pack_rows, prefix_kv, rows_hidden
+from ranker.engines.packed import PACK_TOKENS, balanced_packs, extend_kv, pack_rows, prefix_kv, rows_hidden
 from ranker.engines.prefix_cache import LayerKV, PrefixCache, prefix_key
 from ranker.model import ModelError, model_info
 
@@ -290,7 +290,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         return torch.tanh(logits / cap) * cap if cap else logits
 
     def _packs(self, lengths: list[int]) -> list[list[int]]:
-        return first_fit_packs(lengths, self.pack_tokens)
+        return balanced_packs(lengths, self.pack_tokens)
 
     def _budget_chunks(self, lengths: list[int], extra: int) -> list[list[int]]:
         """Indices grouped so that rows x (extra + longest row) stays within max_batch_tokens;

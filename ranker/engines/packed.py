@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-# Suffix tokens per packed row. Attention inside a row is computed for every token pair
-# and mostly masked away, so small packs waste less; 256 measured fastest on CPU
-# (bench/bench_packing.py). Training uses the same, so it runs what is served.
+# Suffix tokens per packed row, a target. Attention inside a row is computed for every
+# token pair and mostly masked away, so small packs waste less, but rows batched together
+# are padded to the longest: ``balanced_packs`` splits a request into the fewest packs of
+# this size and then evens them out. 256 measured fastest on CPU (bench/bench_packing.py).
+# Training uses the same, so it runs what is served.
 PACK_TOKENS = 256
 
 
@@ -40,6 +42,22 @@ def first_fit_packs(lengths: Sequence[int], budget: int) -> list[list[int]]:
         else:
             packs.append([i])
             room.append(budget - lengths[i])
+    return packs
+
+
+def balanced_packs(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """As many packs as ``first_fit_packs`` needs, filled evenly instead of greedily: each
+    suffix, longest first, goes to the emptiest pack. Rows of one pass are padded to the
+    longest, so first-fit's full pack next to a short one pays for padding (386 suffix
+    tokens at budget 256: rows of 256 and 130, i.e. 126 padding tokens; balanced: 193 and
+    193, none). A pack may pass the budget by less than one suffix."""
+    n = len(first_fit_packs(lengths, budget))
+    packs: list[list[int]] = [[] for _ in range(n)]
+    load = [0] * n
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        p = min(range(n), key=lambda p: (load[p], p))
+        packs[p].append(i)
+        load[p] += lengths[i]
     return packs
 
 

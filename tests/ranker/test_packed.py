@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ranker.engines.packed import first_fit_packs, pack_rows
+from ranker.engines.packed import balanced_packs, first_fit_packs, pack_rows
 
 
 def test_packs_are_first_fit_decreasing_within_the_budget() -> None:
@@ -19,6 +19,22 @@ def test_packs_are_first_fit_decreasing_within_the_budget() -> None:
     assert first_fit_packs([], 100) == []
     with pytest.raises(ValueError, match="budget"):
         first_fit_packs(lengths, 0)
+
+
+def test_balanced_packs_are_as_few_as_first_fit_and_even() -> None:
+    # the default request's suffixes: 10 pointwise, 10 pairwise, 3 listwise questions
+    lengths = [13] * 10 + [16] * 10 + [32] * 3
+    greedy = first_fit_packs(lengths, 256)
+    balanced = balanced_packs(lengths, 256)
+    assert len(balanced) == len(greedy) == 2
+    assert sorted(i for pack in balanced for i in pack) == list(range(len(lengths)))
+    loads = sorted(sum(lengths[i] for i in pack) for pack in balanced)
+    assert loads == [193, 193]  # first-fit: 256 and 130, i.e. 126 padding tokens in the second row
+    assert sorted(sum(lengths[i] for i in pack) for pack in greedy) == [130, 256]
+    assert balanced_packs(lengths, 10_000) == first_fit_packs(lengths, 10_000)  # one pack: the same
+    assert balanced_packs([], 256) == []
+    with pytest.raises(ValueError, match="budget"):
+        balanced_packs(lengths, 0)
 
 
 def test_rows_see_their_prefix_and_their_own_suffix_only() -> None:
