@@ -53,6 +53,9 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
     reuse_prefix: default scoring mode (False runs every full prompt, for comparison).
     pack_tokens: suffix tokens per packed row (attention inside a pack grows with its
         square, so very large packs stop paying off).
+    plan_packs: how a prompt group's suffixes are grouped into packs, given their lengths
+        and ``pack_tokens`` (``ranker.engines.packed``: balanced by default, first-fit to
+        compare).
     prefix_cache_bytes: bound of the LRU that keeps computed prefixes (a user's history
         K/V) across calls, and their stems (``ScoringPrompt.stem``); 0 disables it.
     merge_adapter: fold the LoRA update into the base weights at load (W + BA), so a
@@ -72,6 +75,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         adapter: Adapter | None = None,
         prefix_cache_bytes: int = 0,
         merge_adapter: bool = True,
+        plan_packs: Callable[[Sequence[int], int], list[list[int]]] = balanced_packs,
     ) -> None:
         if max_batch_tokens < 1 or pack_tokens < 1:
             raise ValueError(f"max_batch_tokens and pack_tokens must be >= 1, got {max_batch_tokens}, {pack_tokens}")
@@ -80,6 +84,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         self.bf16_units = bf16_units(cpu_flags()) if self.device.type == "cpu" else None
         self.max_batch_tokens = max_batch_tokens
         self.pack_tokens = pack_tokens
+        self.plan_packs = plan_packs
         self.reuse_prefix = reuse_prefix
         self.model_path = model_path
         self.model_name = Path(model_path).name if Path(model_path).is_dir() else str(model_path)
@@ -290,7 +295,7 @@ class HFEngine(tokens.LocalTokenizerMixin, Engine):
         return torch.tanh(logits / cap) * cap if cap else logits
 
     def _packs(self, lengths: list[int]) -> list[list[int]]:
-        return balanced_packs(lengths, self.pack_tokens)
+        return self.plan_packs(lengths, self.pack_tokens)
 
     def _budget_chunks(self, lengths: list[int], extra: int) -> list[list[int]]:
         """Indices grouped so that rows x (extra + longest row) stays within max_batch_tokens;
