@@ -153,7 +153,8 @@ def cmd_instructions_requests(args, settings: Settings) -> None:
     new_items = None if args.without_new_items is None else (args.without_new_items, args.new_items_seed)
     out, info = pipeline.build_request_dataset(settings, _data(args), backbones=backbones, sampling=args.sampling,
                                                budget=args.budget, seed=args.seed, out=args.out, new_items=new_items,
-                                               genres=args.genres, pool=args.pool, layout=args.layout)
+                                               genres=args.genres, pool=args.pool, layout=args.layout,
+                                               hint_dropout=args.hint_dropout)
     print(f"wrote {info['n_examples']} requests ({info['n_questions']} questions, {info['per_backbone']}) "
           f"from {info['sampling']['n_unique']} users to {out}")
 
@@ -280,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="prompt layout: 'inline' names candidates by title in every question; 'catalogue' lists "
                          "them once in the shared part and asks by letter (fewer tokens per request; an adapter "
                          "tuned on it is served with it: its train_config.json records the layout)")
+    sp.add_argument("--hint-dropout", type=float, metavar="SHARE",
+                    help="share of requests rendered without the backbone's hints (default 0.5; 1: none, so no "
+                         "answer can be copied from the backbone's order; the same requests otherwise)")
     sp.set_defaults(func=cmd_instructions_requests)
 
     sp = sub.add_parser("tune", help="LoRA instruction tuning -> a PEFT adapter folder")

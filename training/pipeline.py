@@ -337,10 +337,13 @@ def build_instruction_dataset(settings: Settings, data: DataChoice, *, backbone:
 def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tuple[str, ...], sampling: str,
                           budget: int, seed: int, out: str | None,
                           new_items: tuple[float, int] | None = None, genres: bool = False,
-                          pool: int | None = None, layout: str = "inline") -> tuple[Path, dict]:
+                          pool: int | None = None, layout: str = "inline",
+                          hint_dropout: float | None = None) -> tuple[Path, dict]:
     """Sample users, build request-shaped examples (training/requests.py) with candidates and
     hints from each backbone trained one like earlier, write them. Returns (folder, manifest).
 
+    ``hint_dropout``: share of requests rendered without hints (default: RequestExampleConfig's;
+    1.0: none has hints, so no answer can be read off the backbone's order).
     ``new_items`` = (share, seed): the items ``recranker new-items`` treats as new for the
     same share and seed are removed from the data first, so neither the backbones nor the
     instruction examples ever mention them (a clean cold-start adapter)."""
@@ -354,8 +357,11 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
     from training.sampling import SamplingConfig, sample_users, save_sampled
 
     prompt = ranker_config(settings, item_genres=genres, prompt_layout=layout).prompt_config
+    if hint_dropout is not None and not 0.0 <= hint_dropout <= 1.0:
+        raise PipelineError(f"--hint-dropout must be between 0 and 1, got {hint_dropout}")
+    options = {} if hint_dropout is None else {"hint_dropout": hint_dropout}
     try:  # pool: the backbone's top-N the negatives come from (default: RequestExampleConfig's)
-        config = RequestExampleConfig(prompt=prompt, **({} if pool is None else {"pool": pool}))
+        config = RequestExampleConfig(prompt=prompt, **options, **({} if pool is None else {"pool": pool}))
     except ValueError as e:
         raise PipelineError(f"--pool: {e}") from None
     split = data.split(settings)
