@@ -15,6 +15,10 @@ hint fully; a content-only model below chance on hints-off requests means there 
 in the text the adapter could have learnt.
 
     python -m bench.answer_loss --data <requests folder> --requests 400 --threads 2 --out F
+    RECRANKER_ADAPTER=<other> python -m bench.answer_loss --data <its requests> --paired-with F --out G
+
+``--paired-with`` another adapter's report: per mode, the mean of (this - that) per request
+over the requests both scored without hints, with a 95% bootstrap interval.
 """
 
 from __future__ import annotations
@@ -91,11 +95,26 @@ def content_features(ds, row: dict) -> tuple[np.ndarray, np.ndarray]:
     return genre, popularity
 
 
+def paired(mine: list[dict], theirs: list[dict], mode: str, resamples: int = 2000,
+           seed: int = 0) -> dict | None:
+    """Mean of (mine - theirs) per request, both without hints, with a 95% bootstrap interval."""
+    other = {r["index"]: r for r in theirs if not r["hints"] and mode in r["losses"]}
+    diffs = np.array([r["losses"][mode] - other[r["index"]]["losses"][mode]
+                      for r in mine if not r["hints"] and r["index"] in other and mode in r["losses"]])
+    if not len(diffs):
+        return None
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
+    return {"mode": mode, "requests": len(diffs), "diff": float(diffs.mean()),
+            "ci": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="the requests folder the adapter was tuned on")
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--paired-with", type=Path, help="another adapter's answer_loss report (JSON)")
     ap.add_argument("--out", type=Path, default=Path("bench/out/answer-loss.json"))
     args = ap.parse_args(argv)
     if args.threads:
@@ -119,6 +138,7 @@ def main(argv=None) -> None:
     chance: dict[str, float] = {}
     ranks: dict[tuple[str, bool], list[int]] = defaultdict(list)
     content: dict[tuple[str, bool], list[tuple[np.ndarray, np.ndarray, int]]] = defaultdict(list)
+    per_request: list[dict] = []
     ds = load_split(settings).dataset
     for i in pick:
         row = rows[int(i)]
@@ -127,12 +147,17 @@ def main(argv=None) -> None:
         prompts = [to_scoring_prompt(engine, Prompt(row["system"], row["shared"], q["specific"], tuple(q["labels"])))
                    for q in qs]
         lp = engine.score(prompts, labels).logprobs
+        mine: dict[str, list[float]] = defaultdict(list)
         for q, scores in zip(qs, lp):
             cols = [labels.index(lab) for lab in q["labels"]]
             x = scores[cols] - np.logaddexp.reduce(scores[cols])
-            losses[(q["mode"], row["backbone"], row["hints"])].append(float(-x[q["labels"].index(q["answer"])]))
+            loss = float(-x[q["labels"].index(q["answer"])])
+            losses[(q["mode"], row["backbone"], row["hints"])].append(loss)
+            mine[q["mode"]].append(loss)
             chance[q["mode"]] = math.log(len(q["labels"])) if q["mode"] != "listwise" else math.log(len(row["items"]))
         ranks[(row["backbone"], row["hints"])].append(int(row["target_backbone_rank"]))
+        per_request.append({"index": int(i), "backbone": row["backbone"], "hints": bool(row["hints"]),
+                            "losses": {m: float(np.mean(v)) for m, v in mine.items()}})
         genre, popularity = content_features(ds, row)
         content[(row["backbone"], row["hints"])].append((genre, popularity, row["items"].index(row["target"])))
     report = {"adapter": adapter.name, "data": str(args.data), "requests": len(pick), "seen_by_adapter": seen,
@@ -152,6 +177,16 @@ def main(argv=None) -> None:
         extra = "".join(f"{refs[k]:>{w}.3f}" for k, w in (("hint_only", 11), ("genres_only", 13),
                                                            ("popularity_only", 17))) if refs else ""
         print(f"{mode:<10}{backbone:<10}{str(hints):<7}{len(vals):>6}{row['loss']:>8.3f}{chance[mode]:>8.3f}{extra}")
+    report["requests_scored"] = per_request
+    if args.paired_with:
+        theirs = json.loads(args.paired_with.read_text())
+        report["paired_with"] = {"report": str(args.paired_with), "adapter": theirs["adapter"], "rows": []}
+        for mode in ("pointwise", "pairwise", "listwise"):
+            d = paired(per_request, theirs["requests_scored"], mode)
+            if d:
+                report["paired_with"]["rows"].append(d)
+                print(f"{mode}: this - {theirs['adapter']}, {d['requests']} requests without hints: "
+                      f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

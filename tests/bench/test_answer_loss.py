@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bench.answer_loss import feature_only_loss, hint_only_loss, unseen_indices
+from bench.answer_loss import feature_only_loss, hint_only_loss, paired, unseen_indices
 from training.collate import GROUP_STEPS, BatchPlan
 
 
@@ -41,3 +41,12 @@ def test_unseen_requests_are_none_the_tuning_run_took() -> None:
     unseen = unseen_indices(len(lengths), cfg.seed, steps * 4, per_step=4)
     assert not taken & set(unseen.tolist())
     assert len(unseen) >= len(lengths) - steps * 4 - 4 * GROUP_STEPS  # at most one length group lost
+
+
+def test_paired_difference_uses_requests_both_scored_without_hints() -> None:
+    mine = [{"index": i, "hints": False, "losses": {"listwise": 2.0}} for i in range(20)]
+    theirs = [{"index": i, "hints": i >= 10, "losses": {"listwise": 2.5}} for i in range(5, 30)]
+    d = paired(mine, theirs, "listwise")
+    assert d["requests"] == 5  # indices 5..9: in both, hint-free in both
+    assert d["diff"] == -0.5 and d["ci"] == [-0.5, -0.5]
+    assert paired(mine, theirs, "pairwise") is None
