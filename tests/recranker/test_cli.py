@@ -130,6 +130,13 @@ def test_a_pool_smaller_than_a_request_is_one_line_exit_2(env, capsys) -> None:
     assert not out.exists()
 
 
+def test_a_hint_dropout_outside_0_1_is_one_line_exit_2(env, capsys) -> None:
+    out = env / "requests"
+    assert main(["instructions", "requests", "--hint-dropout", "1.5", "--out", str(out)]) == 2
+    assert "--hint-dropout must be between 0 and 1, got 1.5" in _one_error_line(capsys)
+    assert not out.exists()
+
+
 def test_genres_on_data_without_genres_is_one_line_exit_2(env, capsys) -> None:
     data = env / "shop"
     data.mkdir()

@@ -127,6 +127,23 @@ def test_catalogue_examples_answer_by_the_targets_letter(split):
     assert asdict(cfg)["prompt"]["layout"] == "catalogue"  # what the manifest, then train_config.json, records
 
 
+def test_hint_dropout_one_renders_the_same_requests_without_any_hint(split):
+    from ranker.prompts import PromptConfig
+
+    prompt = PromptConfig(layout="catalogue")
+    loaded = {"pop": _Loaded(_shifted_pop(split))}
+    half = build_request_examples(split, loaded, list(split.users), RequestExampleConfig(pool=40, prompt=prompt), seed=0)
+    none = build_request_examples(split, loaded, list(split.users),
+                                  RequestExampleConfig(pool=40, prompt=prompt, hint_dropout=1.0), seed=0)
+    assert len(none) == len(half) and not any(r["hints"] for r in none) and any(r["hints"] for r in half)
+    for a, b in zip(half, none):
+        assert (a["items"], a["target"], [q["answer"] for q in a["questions"]]) == \
+            (b["items"], b["target"], [q["answer"] for q in b["questions"]])
+        assert "Hint:" not in b["shared"]
+        if not a["hints"]:
+            assert a == b  # a request that had no hint is unchanged
+
+
 def test_a_target_outside_the_pool_is_skipped(split):
     shifted = one_like_earlier(split)
     backbone = _shifted_pop(split)
