@@ -39,6 +39,7 @@ from stack.build import build_ranker, load_split, resolve_adapter
 from stack.settings import Settings
 from training.collate import GROUP_STEPS
 from training.data_io import read_json, read_jsonl
+from training.report import PAIRED_RESAMPLES, bootstrap_ci
 
 
 def file_sha256(path: Path) -> str:
@@ -95,18 +96,15 @@ def content_features(ds, row: dict) -> tuple[np.ndarray, np.ndarray]:
     return genre, popularity
 
 
-def paired(mine: list[dict], theirs: list[dict], mode: str, resamples: int = 2000,
-           seed: int = 0) -> dict | None:
+def paired(mine: list[dict], theirs: list[dict], mode: str, seed: int = 0) -> dict | None:
     """Mean of (mine - theirs) per request, both without hints, with a 95% bootstrap interval."""
     other = {r["index"]: r for r in theirs if not r["hints"] and mode in r["losses"]}
     diffs = np.array([r["losses"][mode] - other[r["index"]]["losses"][mode]
                       for r in mine if not r["hints"] and r["index"] in other and mode in r["losses"]])
     if not len(diffs):
         return None
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
-    return {"mode": mode, "requests": len(diffs), "diff": float(diffs.mean()),
-            "ci": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]}
+    lo, hi = bootstrap_ci(diffs, n_boot=PAIRED_RESAMPLES, seed=seed)
+    return {"mode": mode, "requests": len(diffs), "diff": float(diffs.mean()), "ci": [lo, hi]}
 
 
 def main(argv=None) -> None:
