@@ -212,6 +212,11 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
     if built.adapter is None:
         raise PipelineError("choosing weights needs an adapter folder to write hybrid_weights.json into (--adapter)")
     settings_to_run = {"on": [True], "off": [False], "both": [True, False]}[hints]
+    if True not in settings_to_run:  # refuse before minutes of LLM scoring, not after
+        problem = _kept_choice_problem(built.adapter, backbone, built.ranker.config, "hints_on")
+        if problem:
+            raise PipelineError(f"{built.adapter.path}: its hints-on weights {problem}; run with --hints on or both "
+                                "(or choose in a copy of the folder)")
     selections: dict[bool, Selection] = {}
     details: dict = {"stage": "valid", "backbone": backbone, "num_candidates": num_candidates, "seed": seed,
                      "users_requested": users, "metric": VERDICT_METRIC, "objective": objective}
@@ -254,6 +259,21 @@ def _scoring_config(config) -> dict:
     return {f: getattr(config, f) for f in SCORING_CONFIG_FIELDS}
 
 
+def _kept_choice_problem(adapter, backbone: str, ranker_config, key: str) -> str | None:
+    """Why the weights already in the adapter's file for ``key`` ('hints_on' / 'hints_off')
+    cannot be kept (never chosen, or chosen for another adapter revision, backbone or
+    scoring settings); None when they can."""
+    from ranker.ensemble import load_weight_set
+
+    existing = load_weight_set(adapter.path)
+    now = {"adapter_revision": adapter.revision, "backbone_model": backbone, **_scoring_config(ranker_config)}
+    stale = existing.chosen_elsewhere(key, **now)
+    if stale:
+        return "were chosen for " + " and ".join(f"{CHOICE_WORDS[f]} {was}, not {now[f]}" for f, was in stale.items())
+    kept = existing.hints_on if key == "hints_on" else existing.hints_off
+    return "were never chosen" if not existing.chosen or kept is None else None
+
+
 def _keep_earlier_choice(adapter, backbone: str, ranker_config, selections: dict, details: dict) -> None:
     """The hint setting not run this time keeps the choice already in the file, and its
     record (``--hints on`` must not drop chosen hints-off weights, nor ``--hints off`` the
@@ -264,22 +284,17 @@ def _keep_earlier_choice(adapter, backbone: str, ranker_config, selections: dict
 
     existing = load_weight_set(adapter.path)
     earlier_records = load_selection(adapter.path)
-    now = {"adapter_revision": adapter.revision, "backbone_model": backbone, **_scoring_config(ranker_config)}
     for use_hints in (True, False):
         if use_hints in selections:
             continue
         key = "hints_on" if use_hints else "hints_off"
         kept = existing.hints_on if use_hints else existing.hints_off
-        stale = existing.chosen_elsewhere(key, **now)
-        if not existing.chosen or kept is None or stale:
-            why = "were never chosen"
-            if stale:
-                why = "were chosen for " + " and ".join(f"{CHOICE_WORDS[f]} {was}, not {now[f]}"
-                                                        for f, was in stale.items())
+        why = _kept_choice_problem(adapter, backbone, ranker_config, key)
+        if why:
             if use_hints:
                 raise PipelineError(f"{adapter.path}: its hints-on weights {why}; run with --hints on or both "
                                     "(or choose in a copy of the folder)")
-            if stale:
+            if why != "were never chosen":
                 log.warning("%s: hints-off weights %s: dropped (the service refuses hints off until "
                             "`recranker weights --hints off`)", adapter.path, why)
             continue
