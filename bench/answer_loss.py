@@ -24,7 +24,6 @@ over the requests both scored without hints, with a 95% bootstrap interval.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 from collections import defaultdict
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.checksum import sha256_file
 from ranker.chat import to_scoring_prompt
 from ranker.types import Prompt
 from stack.build import build_ranker, load_split, resolve_adapter
@@ -40,14 +40,6 @@ from stack.settings import Settings
 from training.collate import GROUP_STEPS
 from training.data_io import read_json, read_jsonl
 from training.report import PAIRED_RESAMPLES, bootstrap_ci
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def unseen_indices(n: int, seed: int, seen: int, per_step: int) -> np.ndarray:
@@ -123,7 +115,7 @@ def main(argv=None) -> None:
         raise SystemExit("answer_loss measures an adapter: RECRANKER_ADAPTER must name one")
     folder = Path(adapter.path)
     cfg = read_json(folder / "train_config.json")
-    if cfg["dataset"]["examples_sha256"] != file_sha256(args.data / "examples.jsonl"):
+    if cfg["dataset"]["examples_sha256"] != sha256_file(args.data / "examples.jsonl"):
         raise SystemExit(f"{args.data} is not the data {adapter.name} was tuned on (examples sha256 differs)")
     if cfg["config"].get("init_adapter"):
         raise SystemExit(f"{adapter.name} continued another adapter: its unseen requests are not known here")
