@@ -158,7 +158,8 @@ def main(argv=None) -> None:
         refs = {}
         if mode == "listwise":
             key = (backbone, hints)
-            refs = {"hint_only": hint_only_loss(np.asarray(ranks[key]), 10)[1],
+            n_items = len(content[key][0][0])  # candidates per request (the requests' n_candidates)
+            refs = {"hint_only": hint_only_loss(np.asarray(ranks[key]), n_items)[1],
                     "genres_only": feature_only_loss([c[0] for c in content[key]], [c[2] for c in content[key]])[1],
                     "popularity_only": feature_only_loss([c[1] for c in content[key]], [c[2] for c in content[key]])[1]}
         row = {"mode": mode, "backbone": backbone, "hints": hints, "questions": len(vals),
