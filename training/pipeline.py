@@ -213,7 +213,10 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         raise PipelineError("choosing weights needs an adapter folder to write hybrid_weights.json into (--adapter)")
     settings_to_run = {"on": [True], "off": [False], "both": [True, False]}[hints]
     if True not in settings_to_run:  # refuse before minutes of LLM scoring, not after
-        problem = _kept_choice_problem(built.adapter, backbone, built.ranker.config, "hints_on")
+        from ranker.ensemble import load_weight_set
+
+        problem = _kept_choice_problem(load_weight_set(built.adapter.path), "hints_on",
+                                       _choice_context(built.adapter, backbone, built.ranker.config))
         if problem:
             raise PipelineError(f"{built.adapter.path}: its hints-on weights {problem}; run with --hints on or both "
                                 "(or choose in a copy of the folder)")
@@ -259,14 +262,16 @@ def _scoring_config(config) -> dict:
     return {f: getattr(config, f) for f in SCORING_CONFIG_FIELDS}
 
 
-def _kept_choice_problem(adapter, backbone: str, ranker_config, key: str) -> str | None:
-    """Why the weights already in the adapter's file for ``key`` ('hints_on' / 'hints_off')
-    cannot be kept (never chosen, or chosen for another adapter revision, backbone or
-    scoring settings); None when they can."""
-    from ranker.ensemble import load_weight_set
+def _choice_context(adapter, backbone: str, ranker_config) -> dict:
+    """What a weight choice is tied to: adapter revision, backbone and scoring settings."""
+    return {"adapter_revision": adapter.revision, "backbone_model": backbone, **_scoring_config(ranker_config)}
 
-    existing = load_weight_set(adapter.path)
-    now = {"adapter_revision": adapter.revision, "backbone_model": backbone, **_scoring_config(ranker_config)}
+
+def _kept_choice_problem(existing, key: str, now: dict) -> str | None:
+    """Why the weights already in ``existing`` (the adapter's weight set) for ``key``
+    ('hints_on' / 'hints_off') cannot be kept under ``now`` (``_choice_context``): never
+    chosen, or chosen for another adapter revision, backbone or scoring settings; None
+    when they can."""
     stale = existing.chosen_elsewhere(key, **now)
     if stale:
         return "were chosen for " + " and ".join(f"{CHOICE_WORDS[f]} {was}, not {now[f]}" for f, was in stale.items())
@@ -284,17 +289,18 @@ def _keep_earlier_choice(adapter, backbone: str, ranker_config, selections: dict
 
     existing = load_weight_set(adapter.path)
     earlier_records = load_selection(adapter.path)
+    now = _choice_context(adapter, backbone, ranker_config)
     for use_hints in (True, False):
         if use_hints in selections:
             continue
         key = "hints_on" if use_hints else "hints_off"
         kept = existing.hints_on if use_hints else existing.hints_off
-        why = _kept_choice_problem(adapter, backbone, ranker_config, key)
+        why = _kept_choice_problem(existing, key, now)
         if why:
             if use_hints:
                 raise PipelineError(f"{adapter.path}: its hints-on weights {why}; run with --hints on or both "
                                     "(or choose in a copy of the folder)")
-            if why != "were never chosen":
+            if existing.chosen_elsewhere(key, **now):
                 log.warning("%s: hints-off weights %s: dropped (the service refuses hints off until "
                             "`recranker weights --hints off`)", adapter.path, why)
             continue
@@ -374,9 +380,10 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
     prompt = ranker_config(settings, item_genres=genres, prompt_layout=layout).prompt_config
     if hint_dropout is not None and not 0.0 <= hint_dropout <= 1.0:
         raise PipelineError(f"--hint-dropout must be between 0 and 1, got {hint_dropout}")
-    options = {} if hint_dropout is None else {"hint_dropout": hint_dropout}
-    try:  # pool: the backbone's top-N the negatives come from (default: RequestExampleConfig's)
-        config = RequestExampleConfig(prompt=prompt, **options, **({} if pool is None else {"pool": pool}))
+    # unset options keep RequestExampleConfig's defaults; pool: the backbone's top-N the negatives come from
+    options = {name: value for name, value in (("pool", pool), ("hint_dropout", hint_dropout)) if value is not None}
+    try:
+        config = RequestExampleConfig(prompt=prompt, **options)
     except ValueError as e:
         raise PipelineError(f"--pool: {e}") from None
     split = data.split(settings)

@@ -7,18 +7,23 @@ import shutil
 from pathlib import Path
 
 from ranker.adapter import load_adapter
+from ranker.ensemble import load_weight_set
 from stack.settings import DEFAULT_ADAPTER, Settings, ranker_config
-from training.pipeline import _kept_choice_problem
+from training.pipeline import _choice_context, _kept_choice_problem
+
+
+def _problem(adapter, backbone: str, config, key: str) -> str | None:
+    return _kept_choice_problem(load_weight_set(adapter.path), key, _choice_context(adapter, backbone, config))
 
 
 def test_the_shipped_choice_is_kept_only_for_its_own_backbone_and_settings(tmp_path: Path) -> None:
     adapter = load_adapter(shutil.copytree(DEFAULT_ADAPTER, tmp_path / "adapter"))
     served = ranker_config(Settings())
-    assert _kept_choice_problem(adapter, "lightgcn", served, "hints_on") is None  # chosen for exactly this
-    assert _kept_choice_problem(adapter, "sasrec", served, "hints_on") == \
+    assert _problem(adapter, "lightgcn", served, "hints_on") is None  # chosen for exactly this
+    assert _problem(adapter, "sasrec", served, "hints_on") == \
         "were chosen for backbone lightgcn, not sasrec"
     other = ranker_config(Settings(), pairwise_budget=9)
-    assert _kept_choice_problem(adapter, "lightgcn", other, "hints_off") == "were chosen for pairwise budget 5, not 9"
+    assert _problem(adapter, "lightgcn", other, "hints_off") == "were chosen for pairwise budget 5, not 9"
 
 
 def test_an_adapter_without_chosen_weights_has_none_to_keep(tmp_path: Path) -> None:
@@ -26,4 +31,4 @@ def test_an_adapter_without_chosen_weights_has_none_to_keep(tmp_path: Path) -> N
     (folder / "hybrid_weights.json").unlink()
     (folder / "hybrid_weights_selection.json").unlink()
     adapter = load_adapter(folder)
-    assert _kept_choice_problem(adapter, "lightgcn", ranker_config(Settings()), "hints_on") == "were never chosen"
+    assert _problem(adapter, "lightgcn", ranker_config(Settings()), "hints_on") == "were never chosen"
