@@ -69,23 +69,24 @@ def feature_only_loss(features: list[np.ndarray], targets: list[int]) -> tuple[f
     return best
 
 
-def content_features(ds, row: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(genre overlap, log popularity) of the request's candidates, in catalogue order."""
+def genre_matrix(ds) -> np.ndarray:
+    """(items, genres) 0/1: each item's genres, one column per genre in the dataset."""
     names = sorted({g for gs in ds.genres for g in gs})
     col = {g: k for k, g in enumerate(names)}
+    out = np.zeros((len(ds.item_ids), len(names)))
+    for item, gs in enumerate(ds.genres):
+        out[item, [col[g] for g in gs]] = 1.0
+    return out
 
-    def vec(item: str) -> np.ndarray:
-        v = np.zeros(len(names))
-        for g in ds.genres[ds.item_index[item]]:
-            v[col[g]] = 1.0
-        return v
 
-    profile = sum((vec(i) for i in row["history"]), np.zeros(len(names)))
-    genre = np.array([vec(i) @ profile / (np.linalg.norm(vec(i)) * np.linalg.norm(profile) or 1.0)
-                      for i in row["items"]])
-    counts = np.bincount(ds.items, minlength=len(ds.item_ids))
-    popularity = np.log1p([counts[ds.item_index[i]] for i in row["items"]])
-    return genre, popularity
+def content_features(genres: np.ndarray, log_counts: np.ndarray, item_index: dict[str, int],
+                     row: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(genre overlap, log popularity) of the request's candidates, in catalogue order."""
+    profile = genres[[item_index[i] for i in row["history"]]].sum(axis=0)
+    cands = [item_index[i] for i in row["items"]]
+    norms = np.linalg.norm(genres[cands], axis=1) * np.linalg.norm(profile)
+    overlap = np.divide(genres[cands] @ profile, norms, out=np.zeros(len(cands)), where=norms > 0)
+    return overlap, log_counts[cands]
 
 
 def paired(mine: list[dict], theirs: list[dict], mode: str, seed: int = 0) -> dict | None:
@@ -130,6 +131,8 @@ def main(argv=None) -> None:
     content: dict[tuple[str, bool], list[tuple[np.ndarray, np.ndarray, int]]] = defaultdict(list)
     per_request: list[dict] = []
     ds = load_split(settings).dataset
+    genres = genre_matrix(ds)
+    log_counts = np.log1p(np.bincount(ds.items, minlength=len(ds.item_ids)))
     for i in pick:
         row = rows[int(i)]
         qs = row["questions"]
@@ -148,7 +151,7 @@ def main(argv=None) -> None:
         ranks[(row["backbone"], row["hints"])].append(int(row["target_backbone_rank"]))
         per_request.append({"index": int(i), "backbone": row["backbone"], "hints": bool(row["hints"]),
                             "losses": {m: float(np.mean(v)) for m, v in mine.items()}})
-        genre, popularity = content_features(ds, row)
+        genre, popularity = content_features(genres, log_counts, ds.item_index, row)
         content[(row["backbone"], row["hints"])].append((genre, popularity, row["items"].index(row["target"])))
     report = {"adapter": adapter.name, "data": str(args.data), "requests": len(pick), "seen_by_adapter": seen,
               "chance": chance, "rows": []}
