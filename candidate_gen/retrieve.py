@@ -14,32 +14,52 @@ import numpy as np
 
 from candidate_gen.base import Backbone
 from candidate_gen.index import ItemIndex, Kind
+from candidate_gen.recency import RecencyRescorer
 
 
 @dataclass(frozen=True)
 class ScoredItem:
     item: int  # dataset item index
-    score: float  # backbone score (inner product), higher is better
+    score: float  # backbone score (inner product), or its blend with recency; higher is better
 
 
 class CandidateGenerator:
-    """Top-n unseen items for a user, with the backbone's scores."""
+    """Top-n unseen items for a user, with the backbone's scores; with ``recency``, the top-n
+    re-ordered by the backbone's score blended with co-likes of the user's latest likes."""
 
-    def __init__(self, backbone: Backbone, index: ItemIndex) -> None:
+    def __init__(self, backbone: Backbone, index: ItemIndex, recency: RecencyRescorer | None = None) -> None:
         self._name = getattr(backbone, "name", type(backbone).__name__)
         vectors = backbone.item_vectors()
         if index.n_items != vectors.shape[0] or index.dim != vectors.shape[1]:
             raise ValueError(f"index holds {index.n_items} x {index.dim} items but backbone {self._name!r} "
                              f"has {vectors.shape[0]} x {vectors.shape[1]}")
+        if recency is not None and recency.co_likes.n_items != index.n_items:
+            raise ValueError(f"co-likes cover {recency.co_likes.n_items} items but the index {index.n_items}")
         self.backbone = backbone
         self.index = index
+        self.recency = recency if recency is not None and recency.config.active else None
 
     @classmethod
     def from_backbone(
-        cls, backbone: Backbone, kind: Kind = "exact", *, threads: int | None = 1, **params: int | None
+        cls, backbone: Backbone, kind: Kind = "exact", *, threads: int | None = 1,
+        recency: RecencyRescorer | None = None, **params: int | None
     ) -> CandidateGenerator:
         """Build the index over ``backbone.item_vectors()`` (see ``ItemIndex.build``)."""
-        return cls(backbone, ItemIndex.build(backbone.item_vectors(), kind, threads=threads, **params))
+        return cls(backbone, ItemIndex.build(backbone.item_vectors(), kind, threads=threads, **params), recency)
+
+    @property
+    def source(self) -> str:
+        """Names what orders the candidates: the backbone, plus recency when on. Hybrid weights
+        are chosen over one source's candidates and served only over the same."""
+        if self.recency is None:
+            return self._name
+        return f"{self._name}+recency(weight={self.recency.config.weight:g},window={self.recency.config.window})"
+
+    @property
+    def info(self) -> dict:
+        """What shapes the candidates besides the backbone: empty with recency off."""
+        return {"recency": {"weight": self.recency.config.weight, "window": self.recency.config.window}} \
+            if self.recency is not None else {}
 
     @property
     def n_items(self) -> int:
@@ -82,16 +102,26 @@ class CandidateGenerator:
         if excludes is None:
             excludes = [set(h) for h in histories]
         ids, scores = self.index.search(queries, num_candidates, excludes, threads=threads)
-        return [
-            [ScoredItem(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
-            for row_ids, row_scores in zip(ids, scores, strict=True)
-        ]
+        found = [[(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
+                 for row_ids, row_scores in zip(ids, scores, strict=True)]
+        return [self._ranked(row, history) for row, history in zip(found, histories, strict=True)]
+
+    def _ranked(self, row: list[tuple[int, float]], history: Sequence[int]) -> list[ScoredItem]:
+        if self.recency is None or not row:
+            return [ScoredItem(i, s) for i, s in row]
+        items = [i for i, _ in row]
+        blended = self.recency.rescore(items, np.array([s for _, s in row]), history)
+        order = np.lexsort((np.arange(len(items)), -blended))  # ties keep the backbone's order
+        return [ScoredItem(items[k], float(blended[k])) for k in order]
 
     def score(self, user: int | None, history: Sequence[int], items: Sequence[int]) -> np.ndarray:
-        """Backbone scores of client-supplied ``items``, in their order."""
+        """Backbone scores of client-supplied ``items`` (blended with recency when on), in their order."""
         self._check_items(history, "history")
         self._check_items(items, "items")
-        return np.asarray(self.backbone.score(user, history, items), dtype=np.float32)
+        scores = np.asarray(self.backbone.score(user, history, items), dtype=np.float32)
+        if self.recency is None or not len(items):
+            return scores
+        return self.recency.rescore(items, scores, history).astype(np.float32)
 
     def _query(self, user: int | None, history: Sequence[int]) -> np.ndarray:
         q = np.asarray(self.backbone.query(user, history), dtype=np.float32)

@@ -125,13 +125,15 @@ def served_ranker_config(settings: Settings, adapter: Adapter | None, **override
     return ranker_config(settings, **(layout | overrides))
 
 
-def weights_chosen_elsewhere(weight_set, backbone: str, ranker_config: dict | None = None) -> list[str]:
-    """One line per hint setting whose hybrid weights were chosen over another backbone's
-    candidates or with other scoring settings than ``ranker_config``'s (their scale and
-    trust in the backbone prior were fitted to those)."""
+def weights_chosen_elsewhere(weight_set, source: str, ranker_config: dict | None = None) -> list[str]:
+    """One line per hint setting whose hybrid weights were chosen over another candidate
+    source's candidates (backbone, recency re-ordering: ``CandidateGenerator.source``) or with
+    other scoring settings than ``ranker_config``'s (their scale and trust in the backbone
+    prior were fitted to those)."""
+    backbone = source.split("+", 1)[0]  # the CLI names the backbone; the settings add recency
     return [f"{setting}: the hybrid {reason}; {setting} answers in the backbone's order; choose weights for it "
             f"with `recranker weights --backbone {backbone}` under these settings (in a copy of the adapter folder)"
-            for setting, reason in weight_set.served_over(backbone, ranker_config).withheld.items()]
+            for setting, reason in weight_set.served_over(source, ranker_config).withheld.items()]
 
 
 def weights_scored_with_other_numerics(weight_set, engine_info: dict) -> list[str]:
@@ -140,6 +142,16 @@ def weights_scored_with_other_numerics(weight_set, engine_info: dict) -> list[st
     return [f"{setting}: the hybrid {reason}; its validation verdict is not checked with these numerics: "
             f"re-check it with `recranker weights` on this machine (in a copy of the adapter folder)"
             for setting, reason in weight_set.scored_with_other_numerics(engine_info).items()]
+
+
+def recency_rescorer(settings: Settings, split: Split):
+    """The candidate stage's recency re-scoring, or None when the settings turn it off."""
+    from candidate_gen.recency import CoLikes, RecencyConfig, RecencyRescorer
+
+    config = RecencyConfig(settings.recency_weight, settings.recency_window)
+    if not config.active:
+        return None
+    return RecencyRescorer(CoLikes.from_likes(*split.train_interactions(), split.dataset.n_items), config)
 
 
 def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path: str | None = None,
@@ -151,15 +163,15 @@ def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path:
     t = time.perf_counter()
     split = load_split(settings, dataset, dataset_path)
     loaded = load_backbone(settings, split, backbone, seed)
-    generator = CandidateGenerator.from_backbone(loaded.backbone, "exact")
-    log.info("dataset %s + %s backbone + index ready in %.1fs", split.dataset.name, loaded.backbone.name,
-             time.perf_counter() - t)
+    generator = CandidateGenerator.from_backbone(loaded.backbone, "exact", recency=recency_rescorer(settings, split))
+    log.info("dataset %s + %s backbone + index ready in %.1fs%s", split.dataset.name, loaded.backbone.name,
+             time.perf_counter() - t, f" (candidates re-ordered: {generator.info})" if generator.info else "")
     t = time.perf_counter()
     resolved = resolve_adapter(settings, adapter)
-    ranker = build_ranker(settings, resolved, loaded.backbone.name)
+    ranker = build_ranker(settings, resolved, generator.source)
     log.info("engine %s (adapter %s) ready in %.1fs", ranker.engine.model_name, ranker.engine.adapter_name,
              time.perf_counter() - t)
-    for warning in weights_chosen_elsewhere(ranker.weight_set, loaded.backbone.name, asdict(ranker.config)) + \
+    for warning in weights_chosen_elsewhere(ranker.weight_set, generator.source, asdict(ranker.config)) + \
             weights_scored_with_other_numerics(ranker.weight_set, getattr(ranker.engine, "info", {})):
         log.warning("%s", warning)
     return Stack(split.dataset, split, loaded, generator, resolved, ranker.engine, ranker)

@@ -95,8 +95,9 @@ def retrieve(split: Split, generator: CandidateGenerator, users: Sequence[int], 
     return generator.candidates_many(list(users), histories, config.num_candidates, excludes, threads=None)
 
 
-def cache_key(config: EvalConfig, ranker: Ranker, backbone_meta: dict) -> str:
-    """Everything that can change a user's outcome; a different key means a different file."""
+def cache_key(config: EvalConfig, ranker: Ranker, backbone_meta: dict, candidate_info: dict | None = None) -> str:
+    """Everything that can change a user's outcome; a different key means a different file.
+    ``candidate_info``: what re-orders the backbone's candidates (``CandidateGenerator.info``)."""
     parts = {
         "config": asdict(config) | {"users": None},  # the subset doesn't change per-user outcomes
         "ranker": asdict(ranker.config),
@@ -107,6 +108,8 @@ def cache_key(config: EvalConfig, ranker: Ranker, backbone_meta: dict) -> str:
         "backbone": [backbone_meta.get("fingerprint"), backbone_meta.get("created")],
         "backbone_model": backbone_meta.get("model"),
     }
+    if candidate_info:  # only when set, so the keys of runs without it stay valid
+        parts["candidates"] = candidate_info
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

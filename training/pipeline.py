@@ -91,7 +91,7 @@ def _eval_stack(settings: Settings, data: DataChoice, backbone: str, seed: int, 
 def _outcomes(settings: Settings, built: Stack, config):
     from training.evaluate import cache_key, collect
 
-    cache = settings.home / "eval-cache" / f"{cache_key(config, built.ranker, built.backbone.meta)}.jsonl"
+    cache = settings.home / "eval-cache" / f"{cache_key(config, built.ranker, built.backbone.meta, built.generator.info)}.jsonl"
     return collect(built.split, built.generator, built.ranker, config, cache_path=cache)
 
 
@@ -216,7 +216,8 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         from ranker.ensemble import load_weight_set
 
         problem = _kept_choice_problem(load_weight_set(built.adapter.path), "hints_on",
-                                       _choice_context(built.adapter, backbone, built.ranker.config))
+                                       _choice_context(built.adapter, built.generator.source,
+                                                       built.ranker.config))
         if problem:
             raise PipelineError(f"{built.adapter.path}: its hints-on weights {problem}; run with --hints on or both "
                                 "(or choose in a copy of the folder)")
@@ -231,7 +232,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         # under these scoring settings, computed with these numerics (the same users scored on another CPU
         # moved a verdict)
         info = getattr(built.engine, "info", {})
-        sel.evidence.update(adapter_revision=built.adapter.revision, backbone_model=backbone,
+        sel.evidence.update(adapter_revision=built.adapter.revision, backbone_model=built.generator.source,
                             **_scoring_config(built.ranker.config),
                             scored_on={k: info.get(k) for k in NUMERICS_FIELDS})
         selections[use_hints] = sel
@@ -247,7 +248,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
             from training.fusion import learn_fusion
 
             details[key]["fusion"] = learn_fusion(valid, test, seed=seed).to_dict()
-    _keep_earlier_choice(built.adapter, backbone, built.ranker.config, selections, details)
+    _keep_earlier_choice(built.adapter, built.generator.source, built.ranker.config, selections, details)
     weight_set = weight_set_from(selections)
     path = save_weights(weight_set, built.adapter.path, details)
     return {"path": str(path), "weights": weight_set.to_dict(), "describe": weight_set.describe(),

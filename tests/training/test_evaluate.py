@@ -237,3 +237,6 @@ def test_cache_key_separates_numerics_and_ignores_the_subset():
     assert key == cache_key(EvalConfig(users=10), ranker("bfloat16"), meta)  # a subset reads the same cache
     assert key != cache_key(EvalConfig(), ranker("float32"), meta)  # float32 never reads bf16 outcomes
     assert key != cache_key(EvalConfig(), ranker("bfloat16", merged=False), meta)
+    # candidates re-ordered by recency are other outcomes; without re-ordering the key is the old one
+    assert key == cache_key(EvalConfig(), ranker("bfloat16"), meta, {})
+    assert key != cache_key(EvalConfig(), ranker("bfloat16"), meta, {"recency": {"weight": 3.0, "window": 2}})

@@ -1,0 +1,225 @@
+"""Is there signal beyond the backbone's order in what a prompt could show? (issue 9)
+
+Before a field goes into the prompt (and an adapter is tuned to read it), check that it
+carries information the backbone's order lacks *at serving time*: re-rank each user's
+backbone top-N by z(backbone score) + sum_f w_f z(feature_f), with no LLM at all. A field
+whose best fusion does not beat the backbone on validation (paired 95% bootstrap interval of
+the per-user NDCG@3 difference, in sample and cross-validated) gives an LLM reading it
+nothing to learn that would pay at serving time.
+
+Features per candidate, from what the backbone may see (training likes) and the user's own
+visible history:
+- popularity: log(1 + training likes of the item, all users);
+- genres: cosine of the item's genres with the genre counts of the user's visible likes;
+- recent genres: the same over the last 5 likes;
+- year: -|release year - median year of the user's likes| (year parsed from the title);
+- co-likes: mean cosine similarity (over training likes) of the item with all the user's
+  likes (item-kNN; ``candidate_gen.recency.CoLikes``);
+- recent co-likes: the same with the user's last ``--recent`` likes only, a recency-aware
+  collaborative signal an order-free backbone lacks (what ``RECRANKER_RECENCY_WEIGHT`` serves).
+
+Each feature alone gets a fine grid of weights; all of them together a coarse one. Weights are chosen on validation users by mean paired NDCG@3 difference (grid,
+backbone only first so it wins ties); the selection is cross-validated over 5 folds as in
+`recranker weights`. Test users are scored once, with the weights validation chose.
+
+    RECRANKER_HOME=... RECRANKER_DATA_DIR=... python -m bench.feature_fusion --out docs/bench/feature-fusion.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from candidate_gen.evaluate import liked_history
+from candidate_gen.recency import CoLikes
+from candidate_gen.retrieve import CandidateGenerator
+from candidate_gen.split import Split
+from stack.build import load_backbone, load_split
+from stack.settings import Settings
+from training.evaluate import EvalConfig, retrieve, select_users
+from training.report import PAIRED_RESAMPLES, bootstrap_ci
+from training.weights import cross_validated_diffs, metric_values
+
+FEATURES = ("popularity", "genres", "recent_genres", "year", "colikes", "recent_colikes")
+STEPS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)  # feature weight relative to the backbone's 1
+COARSE_STEPS = (0.0, 0.25, 0.5, 1.0)  # for all features at once (4^6 points)
+RECENT = 5
+METRIC = "NDCG@3"
+YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+@dataclass
+class Cases:
+    """One stage's users: the held-out item's position in the backbone order (-1: not a
+    candidate) and per-user z-scores of the backbone score and of every feature."""
+    target_pos: np.ndarray  # (U,)
+    backbone_z: np.ndarray  # (U, N)
+    features: np.ndarray  # (U, F, N)
+
+
+def zscores(values: np.ndarray) -> np.ndarray:
+    """Per-row z-scores; a constant row is all zeros (no information)."""
+    values = np.asarray(values, dtype=np.float64)
+    std = values.std(axis=-1, keepdims=True)
+    return np.where(std > 1e-12, (values - values.mean(axis=-1, keepdims=True)) / np.where(std > 1e-12, std, 1.0), 0.0)
+
+
+def release_year(title: str) -> float:
+    m = YEAR.search(title)
+    return float(m.group(1)) if m else float("nan")
+
+
+def genre_matrix(split: Split) -> np.ndarray:
+    """(items, genres) 0/1; zero columns when the data has no genres."""
+    genres = split.dataset.genres or [()] * split.dataset.n_items
+    names = sorted({g for gs in genres for g in gs})
+    col = {g: j for j, g in enumerate(names)}
+    out = np.zeros((split.dataset.n_items, max(len(names), 1)))
+    for i, gs in enumerate(genres):
+        for g in gs:
+            out[i, col[g]] = 1.0
+    return out
+
+
+def cosine_to(profile: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(profile)
+    return np.where(norms > 0, rows @ profile / np.where(norms > 0, norms, 1.0), 0.0)
+
+
+def candidate_features(items: np.ndarray, history: list[int], popularity: np.ndarray, genres: np.ndarray,
+                       years: np.ndarray, colikes: CoLikes, recent: int = RECENT) -> np.ndarray:
+    """(F, N) raw features of candidates ``items`` for a user whose visible likes are ``history``."""
+    hist = np.asarray(history, dtype=np.int64)
+    profile = genres[hist].sum(axis=0) if len(hist) else np.zeros(genres.shape[1])
+    recent_profile = genres[hist[-recent:]].sum(axis=0) if len(hist) else np.zeros(genres.shape[1])
+    hist_years = years[hist][~np.isnan(years[hist])] if len(hist) else np.array([])
+    centre = float(np.median(hist_years)) if len(hist_years) else float("nan")
+    cand_years = years[items]
+    year_fit = -np.abs(cand_years - centre) if not np.isnan(centre) else np.zeros(len(items))
+    year_fit = np.where(np.isnan(year_fit), np.nanmean(year_fit) if np.any(~np.isnan(year_fit)) else 0.0, year_fit)
+    return np.stack([popularity[items], cosine_to(profile, genres[items]), cosine_to(recent_profile, genres[items]),
+                     year_fit, colikes.recent_similarity(items, hist, max(len(hist), 1)),
+                     colikes.recent_similarity(items, hist, recent)])
+
+
+def build_cases(split: Split, gen: CandidateGenerator, stage: str, num_candidates: int, recent: int) -> Cases:
+    config = EvalConfig(stage=stage, num_candidates=num_candidates)
+    users = select_users(split, config)
+    cands = retrieve(split, gen, users, config)
+    _, train_items = split.train_interactions()
+    popularity = np.log1p(np.bincount(train_items, minlength=split.dataset.n_items).astype(np.float64))
+    genres = genre_matrix(split)
+    years = np.array([release_year(t) for t in split.dataset.titles])
+    colikes = CoLikes.from_likes(*split.train_interactions(), split.dataset.n_items)
+    pos, backbone, features = [], [], []
+    for u, cs in zip(users, cands):
+        items = np.array([c.item for c in cs], dtype=np.int64)
+        hit = np.flatnonzero(items == split.users[u].held_out(stage))
+        pos.append(int(hit[0]) if len(hit) else -1)
+        backbone.append(zscores([c.score for c in cs]))
+        features.append(zscores(candidate_features(items, liked_history(split, u, stage), popularity, genres, years,
+                                                             colikes, recent)))
+    return Cases(np.array(pos), np.stack(backbone), np.stack(features))
+
+
+def fused_ranks(cases: Cases, weights: np.ndarray) -> list[int | None]:
+    """0-based rank of the target under z(backbone) + weights . z(features) (None: not a
+    candidate); ties keep the backbone order."""
+    score = cases.backbone_z + np.einsum("f,ufn->un", weights, cases.features)
+    rows = np.arange(len(score))
+    target = score[rows, np.maximum(cases.target_pos, 0)][:, None]
+    earlier = np.arange(score.shape[1])[None, :] < cases.target_pos[:, None]
+    rank = ((score > target) | ((score == target) & earlier)).sum(axis=1)
+    return [int(r) if p >= 0 else None for r, p in zip(rank, cases.target_pos)]
+
+
+def diff_matrix(cases: Cases, grid: list[np.ndarray]) -> np.ndarray:
+    """(grid, users) per-user fused - backbone NDCG@3."""
+    base = metric_values([int(p) if p >= 0 else None for p in cases.target_pos], METRIC)
+    return np.stack([metric_values(fused_ranks(cases, w), METRIC) - base for w in grid])
+
+
+def grid_for(active: tuple[int, ...], steps_per_feature: tuple[float, ...] = STEPS) -> list[np.ndarray]:
+    """Backbone only first, then every combination of the steps over the active features."""
+    grid = [np.zeros(len(FEATURES))]
+    for steps in itertools.product(steps_per_feature, repeat=len(active)):
+        if any(steps):
+            w = np.zeros(len(FEATURES))
+            w[list(active)] = steps
+            grid.append(w)
+    return grid
+
+
+def interval(values: np.ndarray) -> dict:
+    lo, hi = bootstrap_ci(values, n_boot=PAIRED_RESAMPLES)
+    return {"mean": float(values.mean()), "ci": [lo, hi]}
+
+
+def evaluate_feature_set(valid: Cases, test: Cases, active: tuple[int, ...]) -> dict:
+    grid = grid_for(active, STEPS if len(active) == 1 else COARSE_STEPS)
+    diffs = diff_matrix(valid, grid)
+    means = diffs.mean(axis=1)
+    best = int(np.flatnonzero(np.isclose(means, means.max()))[0])
+    chosen = grid[best]
+    test_diffs = diff_matrix(test, [chosen])[0]
+    return {"features": [FEATURES[i] for i in active],
+            "chosen_weights": {FEATURES[i]: float(chosen[i]) for i in active},
+            "valid": interval(diffs[best]),
+            "valid_cross_validated": interval(cross_validated_diffs(diffs)),
+            "test": interval(test_diffs),
+            "grid_points": len(grid)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--models", nargs="+", default=["lightgcn", "sasrec"])
+    ap.add_argument("--candidates", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0, help="backbone seed (as `recranker evaluate --seed`)")
+    ap.add_argument("--recent", type=int, default=RECENT, help="how many of the latest likes count as recent")
+    ap.add_argument("--out", default="docs/bench/feature-fusion.json")
+    args = ap.parse_args()
+    settings = Settings()
+    start = time.perf_counter()
+    split = load_split(settings, args.dataset)
+    sets = [(i,) for i in range(len(FEATURES))] + [tuple(range(len(FEATURES)))]
+    results: dict = {}
+    print(f"fusion z(backbone) + w . z(feature), {METRIC} difference vs the backbone, weights chosen on validation")
+    print("| backbone | features | chosen w | valid | valid CV | test |")
+    print("|---|---|---|---|---|---|")
+    for model in args.models:
+        gen = CandidateGenerator.from_backbone(load_backbone(settings, split, model, args.seed).backbone, "exact")
+        valid = build_cases(split, gen, "valid", args.candidates, args.recent)
+        test = build_cases(split, gen, "test", args.candidates, args.recent)
+        base = {stage: float(metric_values([int(p) if p >= 0 else None for p in c.target_pos], METRIC).mean())
+                for stage, c in (("valid", valid), ("test", test))}
+        print(f"| {model} | backbone alone: valid {base['valid']:.4f}, test {base['test']:.4f} | | | | |")
+        results[model] = {"backbone": base, "fusions": [evaluate_feature_set(valid, test, s) for s in sets]}
+        for r in results[model]["fusions"]:
+            cells = [f"{r[k]['mean']:+.4f} [{r[k]['ci'][0]:+.4f}, {r[k]['ci'][1]:+.4f}]"
+                     for k in ("valid", "valid_cross_validated", "test")]
+            w = ", ".join(f"{k} {v:g}" for k, v in r["chosen_weights"].items())
+            print(f"| {model} | {' + '.join(r['features'])} | {w} | " + " | ".join(cells) + " |")
+    payload = {"dataset": args.dataset, "candidates": args.candidates, "recent": args.recent, "metric": METRIC,
+               "steps": STEPS, "coarse_steps": COARSE_STEPS,
+               "results": results, "seconds": time.perf_counter() - start,
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+               "command": f"python -m bench.feature_fusion --dataset {args.dataset} --models {' '.join(args.models)} "
+                          f"--candidates {args.candidates} --recent {args.recent} --seed {args.seed}"}
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
