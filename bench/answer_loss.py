@@ -39,7 +39,7 @@ from stack.build import build_ranker, load_split, resolve_adapter
 from stack.settings import Settings
 from training.collate import GROUP_STEPS
 from training.data_io import read_json, read_jsonl
-from training.report import PAIRED_RESAMPLES, bootstrap_ci
+from common.stats import PAIRED_RESAMPLES, bootstrap_ci
 
 
 def unseen_indices(n: int, seed: int, seen: int, per_step: int) -> np.ndarray:

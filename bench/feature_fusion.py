@@ -46,8 +46,8 @@ from candidate_gen.split import Split
 from stack.build import load_backbone, load_split
 from stack.settings import Settings
 from training.evaluate import EvalConfig, retrieve, select_users
-from training.report import PAIRED_RESAMPLES, bootstrap_ci
-from training.weights import cross_validated_diffs, metric_values
+from common.stats import PAIRED_RESAMPLES, bootstrap_ci, cross_validated_diffs
+from training.weights import metric_values
 
 FEATURES = ("popularity", "genres", "recent_genres", "year", "colikes", "recent_colikes")
 STEPS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)  # feature weight relative to the backbone's 1

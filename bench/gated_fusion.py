@@ -25,8 +25,8 @@ import numpy as np
 
 from ranker.ensemble import BACKBONE_ONLY, EnsembleWeights, combine, order_by, zscore
 from training.evaluate import UserOutcome, read_outcomes
-from training.report import PAIRED_RESAMPLES, bootstrap_ci
-from training.weights import cross_validated_diffs, metric_values, weight_grid
+from common.stats import PAIRED_RESAMPLES, bootstrap_ci, cross_validated_diffs
+from training.weights import metric_values, weight_grid
 
 TAUS = (0.25, 0.5, 0.75, 1.0, 1.5, math.inf)  # inf: every user gated in (the plain grid)
 METRIC = "NDCG@3"

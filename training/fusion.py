@@ -20,7 +20,8 @@ import numpy as np
 from ranker.ensemble import order_by, zscore
 from ranker.types import MODES
 from training.evaluate import UserOutcome
-from training.report import PAIRED_RESAMPLES, bootstrap_ci, per_user_metrics
+from common.stats import PAIRED_RESAMPLES, bootstrap_ci
+from training.report import per_user_metrics
 
 FEATURES = (*(f"z_{m}" for m in MODES), "z_backbone", "backbone_rank_reciprocal")
 

@@ -314,7 +314,7 @@ def _keep_earlier_choice(adapter, backbone: str, ranker_config, selections: dict
 def _grid_test_gap(sel, test, seed: int) -> dict:
     """The grid's best LLM weights on test users: paired difference and the gap to validation."""
     from ranker.ensemble import EnsembleWeights
-    from training.report import PAIRED_RESAMPLES, bootstrap_ci
+    from common.stats import PAIRED_RESAMPLES, bootstrap_ci
     from training.weights import paired_diffs
 
     ev = sel.evidence

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from candidate_gen.metrics import hit_rate, ndcg
+from common.stats import PAIRED_RESAMPLES, bootstrap_ci
 
 EVAL_KS = (3, 5)
 
@@ -21,17 +22,6 @@ def per_user_metrics(ranks: Sequence[int | None], ks: Sequence[int] = EVAL_KS) -
     return out
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean, resampling users with replacement."""
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
-    means = values[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-
 def summarize_rows(ranks_by_row: Mapping[str, Sequence[int | None]], seed: int = 0) -> dict[str, dict[str, float]]:
     """{row: {"HR@3": mean, "HR@3_ci": [lo, hi], ...}} for every row (backbone, modes, hybrid)."""
     rows = {}
@@ -43,8 +33,6 @@ def summarize_rows(ranks_by_row: Mapping[str, Sequence[int | None]], seed: int =
         rows[row] = stats
     return rows
 
-
-PAIRED_RESAMPLES = 2000
 
 
 def paired_differences(ranks_by_row: Mapping[str, Sequence[int | None]], baseline: str = "backbone", seed: int = 0,

@@ -26,7 +26,9 @@ import numpy as np
 from ranker.ensemble import BACKBONE_ONLY, WEIGHTS_FILE, EnsembleWeights, WeightSet
 from training.data_io import write_text_atomic
 from training.evaluate import UserOutcome, row_ranks
-from training.report import PAIRED_RESAMPLES, bootstrap_ci, per_user_metrics
+from common.stats import CV_FOLDS, PAIRED_RESAMPLES, bootstrap_ci, cross_validated_diffs
+from common.stats import argmax_first as _argmax_first
+from training.report import per_user_metrics
 
 # The metric the serving verdict (and its cross-validated check) is always on.
 VERDICT_METRIC = "NDCG@3"
@@ -34,7 +36,6 @@ MODE_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # Up to 5: the best LLM mixes on validation sat at the old edge (2), where the LLM only
 # reorders near-ties of the backbone; the grid should contain its optimum, not clip it.
 BACKBONE_STEPS = (0.0, 0.15, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0)
-CV_FOLDS = 5
 RULE = ("LLM weights served only if the paired 95% CI of (hybrid - backbone) on validation is above 0 "
         "and the 95% CI of the selection's cross-validated differences is above 0 too")
 
@@ -84,11 +85,6 @@ def _diff_matrix(outcomes: Sequence[UserOutcome], grid: Sequence[EnsembleWeights
     return np.stack([paired_diffs(outcomes, w, metric) for w in grid]) if outcomes else np.zeros((len(grid), 0))
 
 
-def _argmax_first(means: np.ndarray) -> int:
-    """The first grid point within rounding of the best: ties keep the earlier, simpler point."""
-    return int(np.flatnonzero(np.isclose(means, means.max()))[0])
-
-
 def choose_weights(outcomes: Sequence[UserOutcome], metric: str = "NDCG@3") -> tuple[EnsembleWeights, list[dict]]:
     """Best grid weights by mean paired difference on these (validation) outcomes, and the table."""
     grid = weight_grid()
@@ -110,22 +106,6 @@ class Selection:
 def serves_llm(diff: float, ci_low: float, cv_ci_low: float) -> bool:
     """The rule (``RULE``): a gain in sample, sure in sample, and sure out of sample."""
     return diff > 0 and ci_low > 0 and cv_ci_low > 0
-
-
-def cross_validated_diffs(diffs: np.ndarray, folds: int = CV_FOLDS, seed: int = 0,
-                          choose_on: np.ndarray | None = None) -> np.ndarray:
-    """Out-of-fold paired differences of the selection procedure: for each fold, pick the
-    grid point on the other folds and score it on this one. ``diffs``: (grid, users);
-    ``choose_on``: the same shape, what the pick maximises (default ``diffs`` itself)."""
-    choose_on = diffs if choose_on is None else choose_on
-    n = diffs.shape[1]
-    order = np.random.default_rng(seed).permutation(n)
-    out = np.empty(n)
-    for part in np.array_split(order, min(folds, n)):
-        rest = np.setdiff1d(order, part)
-        pick = _argmax_first(choose_on[:, rest].mean(axis=1)) if len(rest) else 0
-        out[part] = diffs[pick, part]
-    return out
 
 
 def select_weights(outcomes: Sequence[UserOutcome], metric: str = VERDICT_METRIC, seed: int = 0,

@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from common.stats import bootstrap_ci, cross_validated_diffs
 from ranker.ensemble import EnsembleWeights
 from training.evaluate import UserOutcome, hybrid_ranking, report, row_ranks
-from training.report import bootstrap_ci, markdown_paired_table, markdown_table, paired_differences
-from training.weights import (BACKBONE_ONLY, choose_weights, cross_validated_diffs, metric_values, paired_diffs,
-                              select_weights, serves_llm, uses_llm, weight_grid)
+from training.report import markdown_paired_table, markdown_table, paired_differences
+from training.weights import (BACKBONE_ONLY, choose_weights, metric_values, paired_diffs, select_weights, serves_llm,
+                              uses_llm, weight_grid)
 
 
 def outcome(target, pointwise=None, listwise=None, cands=("a", "b", "c")):
