@@ -32,6 +32,9 @@ from candidate_gen.base import Backbone
 from candidate_gen.evaluate import evaluate_backbone
 from candidate_gen.mf import EmbeddingBackbone
 from candidate_gen.pop import PopBackbone
+from candidate_gen.recency import CoLikes
+from candidate_gen.recency_choice import choose_recency
+from candidate_gen.retrieve import CandidateGenerator
 from candidate_gen.sasrec import SASRec, SASRecBackbone, SASRecConfig
 from candidate_gen.split import Split
 from candidate_gen.train import train_backbone
@@ -207,5 +210,18 @@ def ensure_backbone(
         "train_seconds": metrics["train_seconds"],
         **{k: metrics[k] for k in ("epochs_run", "epoch_cap", "stopped_by", "best_is_last", "warnings") if k in metrics},
     }
+    meta["recency"] = recency_choice(backbone, split)
     save_backbone(backbone, folder, meta, item_ids=ds.item_ids, user_ids=ds.user_ids)
     return load_backbone(folder)
+
+
+def recency_choice(backbone: Backbone, split: Split) -> dict:
+    """Whether (and how) the served candidates are re-ordered by recency, chosen on validation."""
+    co_likes = CoLikes.from_likes(*split.train_interactions(), split.dataset.n_items)
+    choice = choose_recency(CandidateGenerator.from_backbone(backbone, "exact"), split, co_likes)
+    best = choice.evidence.get("best", {})
+    log.info("recency re-ordering for %s: %s (validation NDCG@3 %+.4f, CI %s, cross-validated CI %s)",
+             getattr(backbone, "name", "backbone"),
+             f"weight {choice.config.weight:g}, window {choice.config.window}" if choice.config.active else "off",
+             best.get("diff", 0.0), best.get("ci"), choice.evidence.get("cross_validated", {}).get("ci"))
+    return choice.to_dict()

@@ -144,11 +144,19 @@ def weights_scored_with_other_numerics(weight_set, engine_info: dict) -> list[st
             for setting, reason in weight_set.scored_with_other_numerics(engine_info).items()]
 
 
-def recency_rescorer(settings: Settings, split: Split):
-    """The candidate stage's recency re-scoring, or None when the settings turn it off."""
+def recency_rescorer(settings: Settings, split: Split, backbone_meta: dict):
+    """The candidate stage's recency re-ordering: the settings' where they set it, else the
+    backbone's own validation choice (its meta); None when off."""
     from candidate_gen.recency import CoLikes, RecencyConfig, RecencyRescorer
 
-    config = RecencyConfig(settings.recency_weight, settings.recency_window)
+    chosen = backbone_meta.get("recency")
+    if chosen is None and settings.recency_weight is None:
+        log.info("backbone %s was trained before recency was chosen on validation: candidates in its order "
+                 "(retrain it, or set RECRANKER_RECENCY_WEIGHT)", backbone_meta.get("model"))
+    chosen = chosen or {}
+    config = RecencyConfig(
+        settings.recency_weight if settings.recency_weight is not None else float(chosen.get("weight", 0.0)),
+        settings.recency_window if settings.recency_window is not None else int(chosen.get("window", 2)))
     if not config.active:
         return None
     return RecencyRescorer(CoLikes.from_likes(*split.train_interactions(), split.dataset.n_items), config)
@@ -163,7 +171,7 @@ def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path:
     t = time.perf_counter()
     split = load_split(settings, dataset, dataset_path)
     loaded = load_backbone(settings, split, backbone, seed)
-    generator = CandidateGenerator.from_backbone(loaded.backbone, "exact", recency=recency_rescorer(settings, split))
+    generator = CandidateGenerator.from_backbone(loaded.backbone, "exact", recency=recency_rescorer(settings, split, loaded.meta))
     log.info("dataset %s + %s backbone + index ready in %.1fs%s", split.dataset.name, loaded.backbone.name,
              time.perf_counter() - t, f" (candidates re-ordered: {generator.info})" if generator.info else "")
     t = time.perf_counter()

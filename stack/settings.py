@@ -57,9 +57,12 @@ class Settings(BaseSettings):
 
     # ranking defaults (values from RankerConfig)
     num_candidates: int = Field(NUM_CANDIDATES, ge=1, le=CANDIDATE_LIMIT, description="Candidates the backbone retrieves per request.")
-    recency_weight: float = Field(0.0, ge=0, le=100, description="Re-order the backbone's candidates by z(score) + this "
-                                  "x z(co-likes with the user's latest likes); 0 = off (candidate_gen.recency).")
-    recency_window: int = Field(2, ge=1, le=50, description="How many of the user's latest likes recency reads.")
+    recency_weight: float | None = Field(None, ge=0, le=100, description="Re-order the backbone's candidates by "
+                                         "z(score) + this x z(co-likes with the user's latest likes); 0 = off; unset = "
+                                         "the backbone's own choice, made on validation users when it was trained "
+                                         "(candidate_gen.recency_choice).")
+    recency_window: int | None = Field(None, ge=1, le=50, description="How many of the user's latest likes recency "
+                                       "reads; unset = the backbone's choice.")
     top_k: int = Field(5, ge=1, le=CANDIDATE_LIMIT, description="Items a request returns by default.")
     use_hints: bool = _RANKER.use_hints
     pairwise_budget: int = Field(_RANKER.pairwise_budget, ge=0,

@@ -43,9 +43,10 @@ class DataChoice:
 # ---- backbones -----------------------------------------------------------------------------
 
 
-def train_backbone_artifact(settings: Settings, data: DataChoice, model: str, seed: int) -> tuple[Path, dict]:
-    """Train ``model``, evaluate it on test users, save it under the home; (folder, test result)."""
-    from candidate_gen.artifacts import backbone_dir, save_backbone
+def train_backbone_artifact(settings: Settings, data: DataChoice, model: str, seed: int) -> tuple[Path, dict, dict]:
+    """Train ``model``, evaluate it on test users, choose its recency re-ordering on validation
+    users, save it under the home; (folder, test result, recency choice)."""
+    from candidate_gen.artifacts import backbone_dir, recency_choice, save_backbone
     from candidate_gen.evaluate import evaluate_backbone
     from candidate_gen.train import train_backbone
 
@@ -53,10 +54,11 @@ def train_backbone_artifact(settings: Settings, data: DataChoice, model: str, se
     backbone, metrics = train_backbone(split, model, seed=seed)
     folder = backbone_dir(settings.home, split.dataset.name, model)
     test = evaluate_backbone(backbone, split, stage="test")
+    recency = recency_choice(backbone, split)
     save_backbone(backbone, folder, {**metrics, "test": test, "dataset": split.dataset.name,
-                                     "fingerprint": split.dataset.fingerprint, "seed": seed},
+                                     "fingerprint": split.dataset.fingerprint, "seed": seed, "recency": recency},
                   item_ids=split.dataset.item_ids, user_ids=split.dataset.user_ids)
-    return folder, test
+    return folder, test, recency
 
 
 def evaluate_backbone_artifact(settings: Settings, data: DataChoice, model: str, seed: int) -> dict:

@@ -152,3 +152,21 @@ def test_weights_chosen_over_another_backbone_are_flagged() -> None:
     lines = weights_chosen_elsewhere(shipped, "sasrec")
     assert len(lines) == len(shipped.evidence) and "chosen over lightgcn candidates, this stack serves sasrec" in lines[0]
     assert "answers in the backbone's order" in lines[0]
+
+
+def test_recency_follows_the_settings_else_the_backbones_own_choice() -> None:
+    from candidate_gen.recency import RecencyConfig
+    from candidate_gen.split import leave_one_out
+    from stack.build import recency_rescorer
+    from tests.datasets import dataset_from_rows
+
+    rows = [(0, 0, 5.0, 1), (0, 1, 5.0, 2), (0, 2, 5.0, 3), (1, 1, 5.0, 1), (1, 2, 5.0, 2), (1, 0, 5.0, 3)]
+    split = leave_one_out(dataset_from_rows(rows, 2, 3))
+    chosen = {"model": "lightgcn", "recency": {"weight": 3.0, "window": 2, "evidence": {}}}
+    assert recency_rescorer(Settings(), split, {"model": "lightgcn"}) is None  # trained before the choice existed
+    assert recency_rescorer(Settings(), split, chosen).config == RecencyConfig(3.0, 2)
+    assert recency_rescorer(Settings(recency_weight=0), split, chosen) is None  # 0 switches it off
+    assert recency_rescorer(Settings(recency_window=5), split, chosen).config == RecencyConfig(3.0, 5)
+    assert recency_rescorer(Settings(recency_weight=1.5, recency_window=4), split, {}).config == RecencyConfig(1.5, 4)
+    with pytest.raises(ValidationError, match="recency_weight"):
+        Settings(recency_weight=-1)
