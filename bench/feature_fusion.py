@@ -41,6 +41,7 @@ import numpy as np
 
 from candidate_gen.evaluate import liked_history
 from candidate_gen.recency import CoLikes
+from candidate_gen.recency_choice import target_ranks
 from candidate_gen.retrieve import CandidateGenerator
 from candidate_gen.split import Split
 from stack.build import load_backbone, load_split
@@ -134,12 +135,8 @@ def build_cases(split: Split, gen: CandidateGenerator, stage: str, num_candidate
 def fused_ranks(cases: Cases, weights: np.ndarray) -> list[int | None]:
     """0-based rank of the target under z(backbone) + weights . z(features) (None: not a
     candidate); ties keep the backbone order."""
-    score = cases.backbone_z + np.einsum("f,ufn->un", weights, cases.features)
-    rows = np.arange(len(score))
-    target = score[rows, np.maximum(cases.target_pos, 0)][:, None]
-    earlier = np.arange(score.shape[1])[None, :] < cases.target_pos[:, None]
-    rank = ((score > target) | ((score == target) & earlier)).sum(axis=1)
-    return [int(r) if p >= 0 else None for r, p in zip(rank, cases.target_pos)]
+    ranks = target_ranks(cases.backbone_z + np.einsum("f,ufn->un", weights, cases.features), cases.target_pos)
+    return [int(r) if r >= 0 else None for r in ranks]
 
 
 def diff_matrix(cases: Cases, grid: list[np.ndarray]) -> np.ndarray:

@@ -50,10 +50,9 @@ class CandidateGenerator:
     @property
     def source(self) -> str:
         """Names what orders the candidates: the backbone, plus recency when on. Hybrid weights
-        are chosen over one source's candidates and served only over the same."""
-        if self.recency is None:
-            return self._name
-        return f"{self._name}+recency(weight={self.recency.config.weight:g},window={self.recency.config.window})"
+        are chosen over one source's candidates and served only over the same kind (by name,
+        as a retrained backbone keeps its name; the exact weight and window are in ``info``)."""
+        return f"{self._name}+recency" if self.recency is not None else self._name
 
     @property
     def info(self) -> dict:

@@ -67,7 +67,7 @@ def test_generator_reorders_its_top_n_by_the_blend_and_blends_given_items_too() 
     assert after == [ScoredItem(1, expected[2]), ScoredItem(2, expected[1]), ScoredItem(4, expected[0])]
     assert np.allclose(recency.score(0, [5, 3, 0], [4, 2, 1]), expected)
     assert recency.info == {"recency": {"weight": 3.0, "window": 1}} and plain.info == {}
-    assert plain.source == "fixed" and recency.source == "fixed+recency(weight=3,window=1)"
+    assert plain.source == "fixed" and recency.source == "fixed+recency"
     # the same rows through the batched path
     assert recency.candidates_many([0], [[5, 3, 0]], 3)[0] == after
 

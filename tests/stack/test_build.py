@@ -82,7 +82,7 @@ def test_start_up_warnings_name_weights_chosen_over_another_backbone_or_with_oth
     assert line.startswith("hints_on: the hybrid weights chosen over lightgcn candidates") and \
         "recranker weights --backbone sasrec" in line
     # recency re-ordering is part of the candidate source: plain LightGCN weights are not served over it
-    [line] = weights_chosen_elsewhere(ws, "lightgcn+recency(weight=3,window=2)")
+    [line] = weights_chosen_elsewhere(ws, "lightgcn+recency")
     assert "chosen over lightgcn candidates" in line and "recranker weights --backbone lightgcn`" in line
     budget9 = WeightSet(hints_on=EnsembleWeights(0, 1, 0, 0), chosen=True,
                         evidence={"hints_on": {"backbone_model": "lightgcn", "pairwise_budget": 9}})
