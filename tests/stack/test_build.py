@@ -49,12 +49,13 @@ def test_the_ranker_serves_the_shipped_weights_only_over_the_backbone_they_were_
     settings = Settings(base_model=str(model_dir), device="cpu")
     adapter = load_adapter(DEFAULT_ADAPTER)
     chosen_for = {ev["backbone_model"] for ev in adapter.weight_set.evidence.values()}
-    assert chosen_for == {"lightgcn"}
-    over_lightgcn = build_ranker(settings, adapter, "lightgcn").weight_set
+    assert chosen_for == {"lightgcn+recency"}  # LightGCN's candidates as served: re-ordered by recency
+    over_lightgcn = build_ranker(settings, adapter, "lightgcn+recency").weight_set
     assert over_lightgcn.for_hints(True) == adapter.weight_set.hints_on and not over_lightgcn.withheld
-    over_sasrec = build_ranker(settings, adapter, "sasrec").weight_set
-    assert over_sasrec.llm_used() == {"hints_on": False, "hints_off": False} and set(over_sasrec.withheld) == {
-        "hints_on", "hints_off"}
+    for other in ("sasrec", "lightgcn"):
+        over_other = build_ranker(settings, adapter, other).weight_set
+        assert over_other.llm_used() == {"hints_on": False, "hints_off": False} and set(over_other.withheld) == {
+            "hints_on", "hints_off"}
 
     # weights chosen under one pairwise budget are not served by a ranker configured with another
     from dataclasses import replace

@@ -147,10 +147,11 @@ def test_weights_chosen_over_another_backbone_are_flagged() -> None:
     from stack.build import weights_chosen_elsewhere
 
     shipped = load_adapter(DEFAULT_ADAPTER).weight_set
-    assert {ev["backbone_model"] for ev in shipped.evidence.values()} == {"lightgcn"}
-    assert weights_chosen_elsewhere(shipped, "lightgcn") == []
+    assert {ev["backbone_model"] for ev in shipped.evidence.values()} == {"lightgcn+recency"}
+    assert weights_chosen_elsewhere(shipped, "lightgcn+recency") == []
     lines = weights_chosen_elsewhere(shipped, "sasrec")
-    assert len(lines) == len(shipped.evidence) and "chosen over lightgcn candidates, this stack serves sasrec" in lines[0]
+    assert len(lines) == len(shipped.evidence) and \
+        "chosen over lightgcn+recency candidates, this stack serves sasrec" in lines[0]
     assert "answers in the backbone's order" in lines[0]
 
 

@@ -19,11 +19,11 @@ def _problem(adapter, backbone: str, config, key: str) -> str | None:
 def test_the_shipped_choice_is_kept_only_for_its_own_backbone_and_settings(tmp_path: Path) -> None:
     adapter = load_adapter(shutil.copytree(DEFAULT_ADAPTER, tmp_path / "adapter"))
     served = ranker_config(Settings())
-    assert _problem(adapter, "lightgcn", served, "hints_on") is None  # chosen for exactly this
+    assert _problem(adapter, "lightgcn+recency", served, "hints_on") is None  # chosen for exactly this
     assert _problem(adapter, "sasrec", served, "hints_on") == \
-        "were chosen for backbone lightgcn, not sasrec"
+        "were chosen for backbone lightgcn+recency, not sasrec"
     other = ranker_config(Settings(), pairwise_budget=9)
-    assert _problem(adapter, "lightgcn", other, "hints_off") == "were chosen for pairwise budget 5, not 9"
+    assert _problem(adapter, "lightgcn+recency", other, "hints_off") == "were chosen for pairwise budget 5, not 9"
 
 
 def test_an_adapter_without_chosen_weights_has_none_to_keep(tmp_path: Path) -> None:
