@@ -115,7 +115,9 @@ class RankedItemOut(BaseModel):
     title: str
     score: Finite = Field(description="Hybrid score (higher is better).")
     mode_scores: dict[str, Finite] = Field(default_factory=dict, description="Per-mode scores, normalised per request.")
-    backbone_score: Finite | None = Field(None, description="null for items the backbone has never seen.")
+    backbone_score: Finite | None = Field(None, description="The candidate stage's score: the backbone's, blended with recency "
+                                          "where the backbone chose it (docs/method.md §3); null for items the backbone "
+                                          "has never seen.")
 
 
 class TimingsOut(BaseModel):
