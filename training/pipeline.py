@@ -115,8 +115,9 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
     built = _eval_stack(settings, data, backbone, seed, adapter, num_candidates)
     ranker, name = built.ranker, built.dataset.name
     adapter_path = str(built.adapter.path) if built.adapter else None
-    out: dict = {"dataset": name, "backbone": backbone, "adapter": adapter_path,
-                 "model": ranker.engine.model_name, "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict(),
+    source = built.generator.source  # the backbone, plus recency where it re-orders the candidates
+    out: dict = {"dataset": name, "backbone": backbone, "candidate_source": source,
+                 "candidate_order": built.generator.info, "adapter": adapter_path, "model": ranker.engine.model_name, "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict(),
                  "weight_set": ranker.weight_set.to_dict(), "weights_withheld": ranker.weight_set.withheld,
                  "stage": stage, "num_candidates": num_candidates, "seed": seed,
                  "bootstrap_resamples": {"rows": 1000, "paired": PAIRED_RESAMPLES}}
@@ -132,7 +133,7 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
         result["weights_chosen_for_hints"] = weights_for
         key = "with_hints" if use_hints else "without_hints"
         out[key] = result
-        title = (f"{name}, {backbone} candidates ({num_candidates}), adapter={adapter_path or 'none'}, "
+        title = (f"{name}, {source} candidates ({num_candidates}), adapter={adapter_path or 'none'}, "
                  f"hints={'on' if use_hints else 'off'}, {stage} users: {result['users']}; candidate ceiling "
                  f"{result['candidate_ceiling']:.3f} ({result['users_with_target_in_candidates']} users)")
         tables.append(markdown_table(result["rows"], title))

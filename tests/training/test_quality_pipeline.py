@@ -61,6 +61,10 @@ def test_evaluate_reports_paired_differences_and_ceiling_per_hint_setting(tiny):
                                 num_candidates=5, stage="test", hints="both")
     out = run.result
     assert set(out) >= {"rows", "paired", "candidate_ceiling", "with_hints", "without_hints", "weight_set"}
+    # what "backbone" means in the rows: pop's own order, or re-ordered by its recency choice
+    assert out["candidate_source"] in ("pop", "pop+recency") and \
+        (out["candidate_source"] == "pop") == (out["candidate_order"] == {})
+    assert any(f"{out['candidate_source']} candidates (5)" in t for t in run.tables)
     for key in ("with_hints", "without_hints"):
         res = out[key]
         assert 0 < res["candidate_ceiling"] == res["users_with_target_in_candidates"] / res["users"] <= 1
