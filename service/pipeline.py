@@ -47,6 +47,7 @@ class ServedModel:
     adapter_revision: str | None
     backbone: str
     data_fingerprint: str
+    candidate_order: str = "{}"  # JSON of what re-orders the backbone's candidates (recency), "{}" when nothing
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class RankingService:
         j, s = p.job, self.served
         return cache_key({
             "v": CACHE_FORMAT, "ranker": self._ranker_fingerprint, "model": s.model, "adapter": s.adapter, "revision": s.adapter_revision,
-            "backbone": s.backbone, "data": s.data_fingerprint, "user": j.user_id, "state": p.state.version,
+            "backbone": s.backbone, "order": s.candidate_order, "data": s.data_fingerprint, "user": j.user_id, "state": p.state.version,
             "history": [dataclasses.astuple(h) for h in j.history] if j.history is not None else None,
             "candidates": [dataclasses.astuple(c) for c in j.candidates] if j.candidates is not None else None,
             "num_candidates": j.num_candidates if j.candidates is None else None, "k": j.k, "modes": list(j.modes),

@@ -6,6 +6,8 @@ over one model).
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 
 from candidate_gen.base import Backbone
@@ -48,6 +50,7 @@ def load_resources(settings: Settings) -> Resources:
     adapter = built.adapter
     served = ServedModel(model=built.engine.model_name, adapter=adapter.name if adapter else None,
                          adapter_revision=adapter.revision if adapter else None,
-                         backbone=settings.backbone, data_fingerprint=built.dataset.fingerprint)
+                         backbone=settings.backbone, data_fingerprint=built.dataset.fingerprint,
+                         candidate_order=json.dumps(built.generator.info, sort_keys=True))
     return Resources(built.dataset, built.split, built.backbone.backbone, built.generator, built.engine,
                      built.ranker, served)

@@ -32,7 +32,8 @@ async def readyz(request: Request) -> JSONResponse:
         components = {
             "model": {"ok": res.engine is not None, "detail": model},
             "index": {"ok": live.catalog.generator.n_items > 0,
-                      "detail": f"exact index over {live.catalog.generator.n_items} items ({res.served.backbone})"},
+                      "detail": f"exact index over {live.catalog.generator.n_items} items "
+                                f"({_order(live.catalog.generator)})"},
             "store": await _store_status(live.store, request.app.state.metrics),
             # whether ranking runs the LLM at all: hybrid weights chosen "backbone only" skip it
             "llm": {"ok": True, "detail": _llm_detail(res.ranker)},
@@ -68,3 +69,11 @@ async def _store_status(store, metrics) -> dict:
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}})
 async def metrics(m: MetricsDep) -> Response:
     return Response(m.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _order(generator) -> str:
+    """The backbone, and how its candidates are re-ordered when they are."""
+    info = generator.info.get("recency")
+    if not info:
+        return generator.source
+    return f"{generator.source}: re-ordered by co-likes with the last {info['window']} likes, weight {info['weight']:g}"
