@@ -219,9 +219,5 @@ def recency_choice(backbone: Backbone, split: Split) -> dict:
     """Whether (and how) the served candidates are re-ordered by recency, chosen on validation."""
     co_likes = CoLikes.from_likes(*split.train_interactions(), split.dataset.n_items)
     choice = choose_recency(CandidateGenerator.from_backbone(backbone, "exact"), split, co_likes)
-    best = choice.evidence.get("best", {})
-    log.info("recency re-ordering for %s: %s (validation NDCG@3 %+.4f, CI %s, cross-validated CI %s)",
-             getattr(backbone, "name", "backbone"),
-             f"weight {choice.config.weight:g}, window {choice.config.window}" if choice.config.active else "off",
-             best.get("diff", 0.0), best.get("ci"), choice.evidence.get("cross_validated", {}).get("ci"))
+    log.info("recency re-ordering for %s: %s", getattr(backbone, "name", "backbone"), choice.describe())
     return choice.to_dict()

@@ -37,6 +37,20 @@ class RecencyChoice:
     def to_dict(self) -> dict:
         return {"weight": self.config.weight, "window": self.config.window, "evidence": self.evidence}
 
+    def describe(self) -> str:
+        """One line: the verdict and its validation evidence."""
+        return describe_recency(self.to_dict())
+
+
+def describe_recency(choice: dict) -> str:
+    """One line for a recorded choice (``RecencyChoice.to_dict``, as a backbone's meta holds it)."""
+    verdict = f"weight {choice['weight']:g}, window {choice['window']}" if choice["weight"] > 0 else "off"
+    best, cv = choice["evidence"].get("best"), choice["evidence"].get("cross_validated")
+    if not best or not cv:
+        return verdict
+    return (f"{verdict} (validation NDCG@3 {best['diff']:+.4f} [{best['ci'][0]:+.4f}, {best['ci'][1]:+.4f}], "
+            f"cross-validated [{cv['ci'][0]:+.4f}, {cv['ci'][1]:+.4f}])")
+
 
 def target_ranks(scores: np.ndarray, target_pos: np.ndarray) -> np.ndarray:
     """0-based rank of each user's target under ``scores`` (U, N), ties kept in list order;

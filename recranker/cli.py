@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from candidate_gen.base import BACKBONE_NAMES as BACKBONES
+from candidate_gen.recency_choice import describe_recency
 from ranker.prompts import INLINE, LAYOUTS
 from stack.settings import Settings, describe_settings_error
 from training import pipeline
@@ -59,11 +60,7 @@ def cmd_backbone_train(args, settings: Settings) -> None:
     folder, test, recency = pipeline.train_backbone_artifact(settings, _data(args), args.model, args.seed)
     print(f"saved {args.model} backbone to {folder}")
     print(json.dumps(test["metrics"], indent=2))
-    best, cv = recency["evidence"].get("best"), recency["evidence"].get("cross_validated")
-    verdict = f"on: weight {recency['weight']:g}, window {recency['window']}" if recency["weight"] > 0 else "off"
-    detail = (f" (validation NDCG@3 {best['diff']:+.4f} [{best['ci'][0]:+.4f}, {best['ci'][1]:+.4f}], cross-validated "
-              f"[{cv['ci'][0]:+.4f}, {cv['ci'][1]:+.4f}])") if best and cv else ""
-    print(f"recency re-ordering of its candidates: {verdict}{detail}")
+    print(f"recency re-ordering of its candidates: {describe_recency(recency)}")
 
 
 def cmd_backbone_evaluate(args, settings: Settings) -> None:

@@ -46,13 +46,14 @@ def test_recency_is_chosen_where_the_latest_like_predicts_the_next() -> None:
     assert choice.config.active and ev["passes"]
     assert ev["best"]["diff"] > 0.1 and ev["best"]["ci"][0] > 0 and ev["cross_validated"]["ci"][0] > 0
     assert choice.to_dict()["weight"] == choice.config.weight > 0
+    assert choice.describe().startswith(f"weight {choice.config.weight:g}, window {choice.config.window} (validation NDCG@3 +")
 
 
 def test_recency_stays_off_where_co_likes_carry_nothing() -> None:
     split, generator, co_likes = triples_split(structured=False)
     choice = choose_recency(generator, split, co_likes, num_candidates=20)
     assert not choice.config.active and not choice.evidence["passes"]
-    assert choice.config == RecencyConfig()
+    assert choice.config == RecencyConfig() and choice.describe().startswith("off (validation NDCG@3 ")
 
 
 def test_choosing_over_an_already_reordered_generator_is_refused() -> None:
