@@ -18,9 +18,10 @@ visible history:
 - recent co-likes: the same with the user's last ``--recent`` likes only, a recency-aware
   collaborative signal an order-free backbone lacks (what ``RECRANKER_RECENCY_WEIGHT`` serves).
 
-Each feature alone gets a fine grid of weights; all of them together a coarse one. Weights are chosen on validation users by mean paired NDCG@3 difference (grid,
-backbone only first so it wins ties); the selection is cross-validated over 5 folds as in
-`recranker weights`. Test users are scored once, with the weights validation chose.
+Each feature alone gets a fine grid of weights; all of them together a coarse one. Weights
+are chosen on validation users by mean paired NDCG@3 difference (grid, backbone only first
+so it wins ties); the selection is cross-validated over 5 folds as in `recranker weights`.
+Test users are scored once, with the weights validation chose.
 
     RECRANKER_HOME=... RECRANKER_DATA_DIR=... python -m bench.feature_fusion --out docs/bench/feature-fusion.json
 """

@@ -50,7 +50,8 @@ def main() -> None:
         lo, hi = bootstrap_ci(gains, n_boot=PAIRED_RESAMPLES)
         ev = choice.evidence
         results[model] = {"choice": choice.to_dict(),
-                          "test": {"users": len(gains), "backbone_ndcg@3": base, "reordered_ndcg@3": base + gains.mean(),
+                          "test": {"users": len(gains), "backbone_ndcg@3": base,
+                                   "reordered_ndcg@3": base + gains.mean(),
                                    "diff": float(gains.mean()), "ci": [lo, hi]}}
         chosen = f"weight {choice.config.weight:g}, window {choice.config.window}" if choice.config.active else "off"
         b, cv = ev["best"], ev["cross_validated"]

@@ -7,7 +7,6 @@ over one model).
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 
 from candidate_gen.base import Backbone

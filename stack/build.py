@@ -171,7 +171,8 @@ def build_stack(settings: Settings, *, dataset: str | None = None, dataset_path:
     t = time.perf_counter()
     split = load_split(settings, dataset, dataset_path)
     loaded = load_backbone(settings, split, backbone, seed)
-    generator = CandidateGenerator.from_backbone(loaded.backbone, "exact", recency=recency_rescorer(settings, split, loaded.meta))
+    generator = CandidateGenerator.from_backbone(loaded.backbone, "exact",
+                                                 recency=recency_rescorer(settings, split, loaded.meta))
     log.info("dataset %s + %s backbone + index ready in %.1fs%s", split.dataset.name, loaded.backbone.name,
              time.perf_counter() - t, f" (candidates re-ordered: {generator.info})" if generator.info else "")
     t = time.perf_counter()

@@ -46,7 +46,8 @@ def test_recency_is_chosen_where_the_latest_like_predicts_the_next() -> None:
     assert choice.config.active and ev["passes"]
     assert ev["best"]["diff"] > 0.1 and ev["best"]["ci"][0] > 0 and ev["cross_validated"]["ci"][0] > 0
     assert choice.to_dict()["weight"] == choice.config.weight > 0
-    assert choice.describe().startswith(f"weight {choice.config.weight:g}, window {choice.config.window} (validation NDCG@3 +")
+    verdict = f"weight {choice.config.weight:g}, window {choice.config.window}"
+    assert choice.describe().startswith(f"{verdict} (validation NDCG@3 +")
 
 
 def test_recency_stays_off_where_co_likes_carry_nothing() -> None:
