@@ -32,14 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.item_features import genre_matrix, genre_overlap
 from common.checksum import sha256_file
+from common.stats import PAIRED_RESAMPLES, bootstrap_ci
 from ranker.chat import to_scoring_prompt
 from ranker.types import Prompt
 from stack.build import build_ranker, load_split, resolve_adapter
 from stack.settings import Settings
 from training.collate import GROUP_STEPS
 from training.data_io import read_json, read_jsonl
-from common.stats import PAIRED_RESAMPLES, bootstrap_ci
 
 
 def unseen_indices(n: int, seed: int, seen: int, per_step: int) -> np.ndarray:
@@ -69,24 +70,11 @@ def feature_only_loss(features: list[np.ndarray], targets: list[int]) -> tuple[f
     return best
 
 
-def genre_matrix(ds) -> np.ndarray:
-    """(items, genres) 0/1: each item's genres, one column per genre in the dataset."""
-    names = sorted({g for gs in ds.genres for g in gs})
-    col = {g: k for k, g in enumerate(names)}
-    out = np.zeros((len(ds.item_ids), len(names)))
-    for item, gs in enumerate(ds.genres):
-        out[item, [col[g] for g in gs]] = 1.0
-    return out
-
-
 def content_features(genres: np.ndarray, log_counts: np.ndarray, item_index: dict[str, int],
                      row: dict) -> tuple[np.ndarray, np.ndarray]:
     """(genre overlap, log popularity) of the request's candidates, in catalogue order."""
-    profile = genres[[item_index[i] for i in row["history"]]].sum(axis=0)
     cands = [item_index[i] for i in row["items"]]
-    norms = np.linalg.norm(genres[cands], axis=1) * np.linalg.norm(profile)
-    overlap = np.divide(genres[cands] @ profile, norms, out=np.zeros(len(cands)), where=norms > 0)
-    return overlap, log_counts[cands]
+    return genre_overlap(genres, [item_index[i] for i in row["history"]], cands), log_counts[cands]
 
 
 def paired(mine: list[dict], theirs: list[dict], mode: str, seed: int = 0) -> dict | None:

@@ -40,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.item_features import genre_matrix, genre_overlap
 from candidate_gen.evaluate import liked_history
-from candidate_gen.recency import CoLikes
+from candidate_gen.recency import CoLikes, zscores
 from candidate_gen.recency_choice import target_ranks
 from candidate_gen.retrieve import CandidateGenerator
 from candidate_gen.split import Split
@@ -68,48 +69,23 @@ class Cases:
     features: np.ndarray  # (U, F, N)
 
 
-def zscores(values: np.ndarray) -> np.ndarray:
-    """Per-row z-scores; a constant row is all zeros (no information)."""
-    values = np.asarray(values, dtype=np.float64)
-    std = values.std(axis=-1, keepdims=True)
-    return np.where(std > 1e-12, (values - values.mean(axis=-1, keepdims=True)) / np.where(std > 1e-12, std, 1.0), 0.0)
-
-
 def release_year(title: str) -> float:
     m = YEAR.search(title)
     return float(m.group(1)) if m else float("nan")
-
-
-def genre_matrix(split: Split) -> np.ndarray:
-    """(items, genres) 0/1; zero columns when the data has no genres."""
-    genres = split.dataset.genres or [()] * split.dataset.n_items
-    names = sorted({g for gs in genres for g in gs})
-    col = {g: j for j, g in enumerate(names)}
-    out = np.zeros((split.dataset.n_items, max(len(names), 1)))
-    for i, gs in enumerate(genres):
-        for g in gs:
-            out[i, col[g]] = 1.0
-    return out
-
-
-def cosine_to(profile: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(profile)
-    return np.where(norms > 0, rows @ profile / np.where(norms > 0, norms, 1.0), 0.0)
 
 
 def candidate_features(items: np.ndarray, history: list[int], popularity: np.ndarray, genres: np.ndarray,
                        years: np.ndarray, colikes: CoLikes, recent: int = RECENT) -> np.ndarray:
     """(F, N) raw features of candidates ``items`` for a user whose visible likes are ``history``."""
     hist = np.asarray(history, dtype=np.int64)
-    profile = genres[hist].sum(axis=0) if len(hist) else np.zeros(genres.shape[1])
-    recent_profile = genres[hist[-recent:]].sum(axis=0) if len(hist) else np.zeros(genres.shape[1])
     hist_years = years[hist][~np.isnan(years[hist])] if len(hist) else np.array([])
     centre = float(np.median(hist_years)) if len(hist_years) else float("nan")
     cand_years = years[items]
     year_fit = -np.abs(cand_years - centre) if not np.isnan(centre) else np.zeros(len(items))
     year_fit = np.where(np.isnan(year_fit), np.nanmean(year_fit) if np.any(~np.isnan(year_fit)) else 0.0, year_fit)
-    return np.stack([popularity[items], cosine_to(profile, genres[items]), cosine_to(recent_profile, genres[items]),
-                     year_fit, colikes.recent_similarity(items, hist, max(len(hist), 1)),
+    return np.stack([popularity[items], genre_overlap(genres, hist, items),
+                     genre_overlap(genres, hist[-recent:], items), year_fit,
+                     colikes.recent_similarity(items, hist, max(len(hist), 1)),
                      colikes.recent_similarity(items, hist, recent)])
 
 
@@ -119,7 +95,7 @@ def build_cases(split: Split, gen: CandidateGenerator, stage: str, num_candidate
     cands = retrieve(split, gen, users, config)
     _, train_items = split.train_interactions()
     popularity = np.log1p(np.bincount(train_items, minlength=split.dataset.n_items).astype(np.float64))
-    genres = genre_matrix(split)
+    genres = genre_matrix(split.dataset)
     years = np.array([release_year(t) for t in split.dataset.titles])
     colikes = CoLikes.from_likes(*split.train_interactions(), split.dataset.n_items)
     pos, backbone, features = [], [], []

@@ -78,10 +78,12 @@ class RecencyRescorer:
 
 
 def zscores(values: np.ndarray) -> np.ndarray:
-    """Z-scores over one user's candidates; all zeros when they are constant (no information)."""
+    """Z-scores over one user's candidates (the last axis: a row per user or feature also
+    works); all zeros where they are constant (no information)."""
     values = np.asarray(values, dtype=np.float64)
-    std = values.std()
-    return (values - values.mean()) / std if std > 1e-12 else np.zeros_like(values)
+    std = values.std(axis=-1, keepdims=True)
+    spread = std > 1e-12
+    return np.where(spread, (values - values.mean(axis=-1, keepdims=True)) / np.where(spread, std, 1.0), 0.0)
 
 
 def blend(backbone_scores: np.ndarray, similarity: np.ndarray, weight: float) -> np.ndarray:

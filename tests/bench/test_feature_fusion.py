@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from bench.feature_fusion import (COARSE_STEPS, FEATURES, STEPS, Cases, candidate_features, diff_matrix, fused_ranks,
-                                  grid_for, release_year, zscores)
-from candidate_gen.recency import CoLikes
+                                  grid_for, release_year)
+from candidate_gen.recency import CoLikes, zscores
 
 
 def test_zscores_are_zero_for_a_constant_row_and_standardised_otherwise() -> None:
