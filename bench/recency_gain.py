@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from candidate_gen.recency import CoLikes
-from candidate_gen.recency_choice import NUM_CANDIDATES, choose_recency, ndcg_values, stage_candidates, target_ranks
+from candidate_gen.recency_choice import NUM_CANDIDATES, choose_recency, stage_candidates
 from candidate_gen.retrieve import CandidateGenerator
 from common.stats import PAIRED_RESAMPLES, bootstrap_ci
 from stack.build import load_backbone, load_split
@@ -46,7 +46,7 @@ def main() -> None:
         choice = choose_recency(generator, split, co_likes, args.candidates)
         test = stage_candidates(generator, split, "test", args.candidates)
         gains = test.gains(co_likes, choice.config)
-        base = float(ndcg_values(target_ranks(test.backbone_z, test.target_pos)).mean())
+        base = float(test.base_ndcg().mean())
         lo, hi = bootstrap_ci(gains, n_boot=PAIRED_RESAMPLES)
         ev = choice.evidence
         results[model] = {"choice": choice.to_dict(),

@@ -74,12 +74,18 @@ class StageCandidates:
     target_pos: np.ndarray  # (U,) the held-out item's position, -1 when not a candidate
     histories: list[list[int]]  # visible likes, oldest first
 
-    def gains(self, co_likes: CoLikes, config: RecencyConfig) -> np.ndarray:
-        """Per user: NDCG@3 re-ordered with ``config`` minus NDCG@3 in the backbone's order."""
-        base = ndcg_values(target_ranks(self.backbone_z, self.target_pos))
+    def base_ndcg(self) -> np.ndarray:
+        """Per user: NDCG@3 in the backbone's order."""
+        return ndcg_values(target_ranks(self.backbone_z, self.target_pos))
+
+    def gains(self, co_likes: CoLikes, config: RecencyConfig, base: np.ndarray | None = None,
+              signal: np.ndarray | None = None) -> np.ndarray:
+        """Per user: NDCG@3 re-ordered with ``config`` minus NDCG@3 in the backbone's order
+        (``base`` and ``signal``: already computed for these users and ``config.window``)."""
+        base = self.base_ndcg() if base is None else base
         if not config.active:
             return np.zeros(len(base))
-        signal = self.signal(co_likes, config.window)
+        signal = self.signal(co_likes, config.window) if signal is None else signal
         return ndcg_values(target_ranks(self.backbone_z + config.weight * signal, self.target_pos)) - base
 
     def signal(self, co_likes: CoLikes, window: int) -> np.ndarray:
@@ -115,15 +121,12 @@ def choose_recency(generator: CandidateGenerator, split: Split, co_likes: CoLike
     valid = stage_candidates(generator, split, "valid", num_candidates)
     if valid is None:
         return RecencyChoice(RecencyConfig(), {"reason": "no validation users with 2 or more candidates", "rule": RULE})
-    base = ndcg_values(target_ranks(valid.backbone_z, valid.target_pos))
+    base = valid.base_ndcg()
     grid: list[RecencyConfig] = [RecencyConfig()]
-    diffs = [np.zeros(len(base))]
     for window in WINDOWS:
-        signal = valid.signal(co_likes, window)
-        for weight in WEIGHTS:
-            grid.append(RecencyConfig(weight, window))
-            diffs.append(ndcg_values(target_ranks(valid.backbone_z + weight * signal, valid.target_pos)) - base)
-    diff_matrix = np.stack(diffs)
+        grid += [RecencyConfig(weight, window) for weight in WEIGHTS]
+    signals = {window: valid.signal(co_likes, window) for window in WINDOWS}
+    diff_matrix = np.stack([valid.gains(co_likes, c, base, signals.get(c.window)) for c in grid])
     best = argmax_first(diff_matrix.mean(axis=1))
     lo, hi = bootstrap_ci(diff_matrix[best], n_boot=PAIRED_RESAMPLES, seed=seed)
     cv = cross_validated_diffs(diff_matrix, seed=seed)

@@ -93,7 +93,8 @@ def _eval_stack(settings: Settings, data: DataChoice, backbone: str, seed: int, 
 def _outcomes(settings: Settings, built: Stack, config):
     from training.evaluate import cache_key, collect
 
-    cache = settings.home / "eval-cache" / f"{cache_key(config, built.ranker, built.backbone.meta, built.generator.info)}.jsonl"
+    key = cache_key(config, built.ranker, built.backbone.meta, built.generator.info)
+    cache = settings.home / "eval-cache" / f"{key}.jsonl"
     return collect(built.split, built.generator, built.ranker, config, cache_path=cache)
 
 
@@ -117,7 +118,8 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
     adapter_path = str(built.adapter.path) if built.adapter else None
     source = built.generator.source  # the backbone, plus recency where it re-orders the candidates
     out: dict = {"dataset": name, "backbone": backbone, "candidate_source": source,
-                 "candidate_order": built.generator.info, "adapter": adapter_path, "model": ranker.engine.model_name, "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict(),
+                 "candidate_order": built.generator.info, "adapter": adapter_path, "model": ranker.engine.model_name,
+                 "ranker": asdict(ranker.config), "weights": ranker.weights.to_dict(),
                  "weight_set": ranker.weight_set.to_dict(), "weights_withheld": ranker.weight_set.withheld,
                  "stage": stage, "num_candidates": num_candidates, "seed": seed,
                  "bootstrap_resamples": {"rows": 1000, "paired": PAIRED_RESAMPLES}}
@@ -278,7 +280,8 @@ def _kept_choice_problem(existing, key: str, now: dict) -> str | None:
     when they can."""
     stale = existing.chosen_elsewhere(key, **now)
     if stale:
-        return "were chosen for " + " and ".join(f"{CHOICE_WORDS[f]} {was}, not {now[f]}" for f, was in stale.items())
+        return "were chosen for " + " and ".join(f"{CHOICE_WORDS[f]} {was}, not {now[f]}"
+                                                 for f, was in stale.items())
     kept = existing.hints_on if key == "hints_on" else existing.hints_off
     return "were never chosen" if not existing.chosen or kept is None else None
 
