@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from bench.item_features import genre_matrix, genre_overlap
+from bench.report import write_report
 from common.checksum import sha256_file
 from common.stats import PAIRED_RESAMPLES, bootstrap_ci
 from ranker.chat import to_scoring_prompt
@@ -169,9 +170,7 @@ def main(argv=None) -> None:
                 report["paired_with"]["rows"].append(d)
                 print(f"{mode}: this - {theirs['adapter']}, {d['requests']} requests without hints: "
                       f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,13 @@ on NDCG@10, and writes bench/out/backbones.json.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from bench.report import machine, write_report
 from candidate_gen.data import load_movielens_100k
 from candidate_gen.evaluate import evaluate_backbone
 from candidate_gen.split import leave_one_out
@@ -45,7 +43,7 @@ def run(data_dir: Path, models: list[str], seed: int, threads: int) -> dict:
         print(f"{model:>9}: trained in {metrics['train_seconds']:6.1f}s (best epoch {metrics['best_epoch']}, "
               f"{metrics['epochs_run']} run), test NDCG@10 {test['metrics']['NDCG@10']:.4f}")  # fmt: skip
     return {"dataset": "ml-100k", "fingerprint": split.dataset.fingerprint, "seed": seed, "threads": threads,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+            "machine": machine(torch=torch.__version__),
             "results": results}  # fmt: skip
 
 
@@ -76,9 +74,7 @@ def main() -> None:
     report["beats_pop_ndcg10"] = beats_pop(report["results"])
     for model, ok in report["beats_pop_ndcg10"].items():
         print(f"{model} beats pop on NDCG@10: {'yes' if ok else 'NO'}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ Writes bench/out/batching.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import torch
 
 from bench.bench_ranker import build_requests
+from bench.report import machine, write_report
 from candidate_gen.data import load_movielens_100k
 from candidate_gen.split import leave_one_out
 import numpy as np
@@ -142,10 +141,10 @@ def main(argv=None) -> int:
     ranker.rank_many(requests[: max(args.batch_sizes)])  # warm-up: allocations, kernels, tokenizer caches
     load = os.getloadavg()
     report = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),
-                    "gpu": torch.cuda.get_device_name() if engine.device.type == "cuda" else None,
-                    "loadavg_at_start": load},
+        "machine": machine(torch_threads=torch.get_num_threads(), device=str(engine.device),
+                           dtype=str(engine.dtype).removeprefix("torch."),
+                           gpu=torch.cuda.get_device_name() if engine.device.type == "cuda" else None,
+                           loadavg_at_start=load),
         "model": engine.model_name, "adapter": engine.adapter_name,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": {},
@@ -159,9 +158,7 @@ def main(argv=None) -> int:
               f"{r['throughput_ratio_batched_over_one']:>8.2f}{r['one_at_a_time']['forward_passes']:>12}"
               f"{r['batched']['forward_passes']:>10}{r['max_abs_logprob_diff']:>13.2e}{r['max_abs_score_diff']:>14.2e}{r['identical_topk_share']:>12.2f}",
               flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

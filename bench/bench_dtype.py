@@ -18,13 +18,12 @@ interrupted run continues. Writes bench/out/dtype.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.bench_ranker import cpu_model
+from bench.report import machine, write_report
 from ranker.ensemble import EnsembleWeights, order_by
 from stack.settings import Settings
 from training.evaluate import EvalConfig, row_ranks
@@ -85,16 +84,14 @@ def main(argv=None) -> None:
         runs[name] = _outcomes(settings, built, config)
         del built
     rows = compare(runs["shipped"], runs["float32"])
-    result = {"machine": cpu_model(), "backbone": args.backbone, "stage": args.stage, "users": len(runs["shipped"]),
+    result = {"machine": machine(), "backbone": args.backbone, "stage": args.stage, "users": len(runs["shipped"]),
               "engines": engines, "metric": METRIC, "hybrid_weights": EnsembleWeights().to_dict(), "rows": rows}
     print(f"{'row':<10}{'shipped':>9}{'float32':>9}{'diff':>9}  95% CI             top-1  top-3")
     for row, r in rows.items():
         agree = (f"{r['top1_agreement']:.3f}  {r['top3_overlap']:.3f}" if "top1_agreement" in r else "")
         print(f"{row:<10}{r['shipped']:>9.4f}{r['float32']:>9.4f}{r['diff']:>+9.4f}  "
               f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]  {agree}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,14 @@ i.i.d. Gaussian vectors, a much harder worst case for any approximate index.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from bench.report import machine, write_report
 from candidate_gen.index import ItemIndex
 
 
@@ -147,15 +146,13 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "faiss": faiss.__version__,
-                    "loadavg_at_start": os.getloadavg()},
+        "machine": machine(faiss=faiss.__version__, loadavg_at_start=os.getloadavg()),
         "small": small_catalog(args, rng),
         "large": large_catalog(args, rng),
     }
     result["total_s"] = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"total {result['total_s']:.0f}s; wrote {args.out}")
+    print(f"total {result['total_s']:.0f}s")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

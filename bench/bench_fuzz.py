@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+from bench.report import machine, write_report
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "docs" / "bench" / "fuzz.json"
@@ -67,15 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "what": "generated requests across every OpenAPI endpoint (tests/service/fuzzing.py), fake engine, "
                 "private redis-server, uvicorn on loopback",
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.system()} (shared by parallel jobs)",
+        "machine": machine(note="shared by parallel jobs"),
         "python": sys.version.split()[0],
         "seed": args.seed, "cases_requested": args.cases, "max_seconds": args.max_seconds,
         "run_seconds": round(run_s, 1), "total_seconds": round(time.monotonic() - started, 1),
         "operations": [o.name for o in ops],
         **figures,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "first_problems"}, indent=1))
     print(f"cases {tally.cases}, requests {tally.requests}, status>=500 {figures['status_ge_500']}, "
           f"problems {figures['problems']}; wrote {args.out}")

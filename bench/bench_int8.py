@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from bench.bench_packing import compare
-from bench.bench_ranker import build_requests, cpu_model, matmul_flops, scoring_prompts, test_user_ids
+from bench.bench_ranker import build_requests, matmul_flops, scoring_prompts, test_user_ids
+from bench.report import machine, write_report
 from ranker.modes.registry import ALL_LABELS
 from stack.build import build_ranker, load_split, resolve_adapter
 from stack.settings import Settings
@@ -90,7 +91,7 @@ def main(argv=None) -> None:
     settings = Settings().model_copy(update={"prefix_cache_mb": 0})  # every request pays its prefix
     split = load_split(settings)
     ids = test_user_ids(split)
-    result = {"machine": cpu_model(), "threads": torch.get_num_threads(), "users": args.users,
+    result = {"machine": machine(), "threads": torch.get_num_threads(), "users": args.users,
               "matmul": matmul_rates(), "variants": {}}
     print(result["matmul"], flush=True)
     logprobs = {}
@@ -119,9 +120,7 @@ def main(argv=None) -> None:
                                               / result["variants"]["int8"]["median_s"], 2)
     print(json.dumps({k: result[k] for k in ("served_over_int8_median",)}),
           {v: result["variants"][v].get("vs_float32") for v in ("served", "int8")})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

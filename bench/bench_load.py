@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import platform
 import signal
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.report import machine, write_report
 from stack.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -194,15 +194,6 @@ def _quantile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def _metric_sum(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
-
-
-def _batch_counts(metrics_text: str) -> tuple[float, float]:
-    return (_metric_sum(metrics_text, "recranker_batch_size_sum"), _metric_sum(metrics_text, "recranker_batch_size_count"))
-
-
 def summarize(run: dict) -> dict:
     records, wall_s = run["records"], run["wall_s"]
     ok = [r for r in records if r["status"] == 200]
@@ -343,13 +334,11 @@ def main(argv=None) -> int:
             "pairwise_budget", "listwise_shuffles", "history_token_budget", "num_candidates", "microbatch",
             "microbatch_max_requests", "microbatch_max_wait_ms", "queue_max", "request_timeout_s", "dtype",
             "prefix_cache_mb", "admission", "backbone")},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "machine": machine(python=platform.python_version(), loadavg_before=load_before,
+                           loadavg_after=os.getloadavg()),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0 if all(r["errors"] == 0 for r in results.values()) else 1
 
 

@@ -23,7 +23,6 @@ Writes bench/out/packing.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -31,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.bench_ranker import build_requests, cpu_model, scoring_prompts, test_user_ids
+from bench.bench_ranker import build_requests, scoring_prompts, test_user_ids
+from bench.report import machine, write_report
 from ranker.engines.hf import HFEngine
 from ranker.engines.packed import balanced_packs, first_fit_packs
 from ranker.modes.base import label_probs
@@ -98,7 +98,7 @@ def main(argv=None) -> None:
             tokens[v].append(batch.forward_tokens)
             rows[v].append(batch.logprobs)
     base = variants[0]
-    result = {"machine": cpu_model(), "threads": torch.get_num_threads(), "dtype": str(merged.dtype),
+    result = {"machine": machine(), "threads": torch.get_num_threads(), "dtype": str(merged.dtype),
               "adapter": merged.adapter_name, "users": len(prompts) - 1,
               "prompts_per_request": statistics.fmean(len(p) for p in prompts[1:]), "variants": []}
     print(f"{result['machine']}, {result['threads']} threads, {result['dtype']}, {result['users']} users")
@@ -114,9 +114,7 @@ def main(argv=None) -> None:
         result["variants"].append({"adapter": v[0], "packs": v[1], "pack_tokens": v[2], "median_s": med, "speedup_vs_first": ratio,
                                    "forward_tokens": statistics.fmean(tokens[v]), "max_abs_prob_change": diff,
                                    "same_best_label": same, "seconds": times[v]})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

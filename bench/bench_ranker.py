@@ -34,10 +34,8 @@ cache) as for the service; pin RECRANKER_DTYPE etc. to measure another configura
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import re
 import statistics
 import time
@@ -46,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from bench.report import machine, write_report
 from candidate_gen.split import Split
 from ranker.chat import to_scoring_prompt
 from ranker.engines.hf import HFEngine
@@ -159,16 +158,6 @@ def matmul_flops(dtype: torch.dtype, n: int, repeats: int = 5, kernel=torch.mm) 
         kernel(a, b)
         times.append(time.perf_counter() - t)
     return 2 * n ** 3 / statistics.median(times)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ---- reference-style: free generation and text parsing ----------------------------------------
@@ -312,8 +301,7 @@ def main(argv=None) -> None:
           f"{achieved_body / 1e9:.1f} without the embedding) vs {args.matmul_n}^3 matmul: "
           f"bf16 {peak['bf16'] / 1e9:.1f}, fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s -> "
           f"{100 * achieved / peak['bf16']:.0f}% of bf16, {100 * achieved / peak['fp32']:.0f}% of fp32", flush=True)
-    report = {"machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                          "torch_threads": torch.get_num_threads(), "loadavg_at_start": load},
+    report = {"machine": machine(torch_threads=torch.get_num_threads(), loadavg_at_start=load),
               "config": config, "new": new, "flops": flops}
 
     if not args.skip_repeat:
@@ -385,11 +373,9 @@ def main(argv=None) -> None:
               f"ours for that user {ours_s:.2f} s -> reference / ours: latency {ref_ratio['latency']:.1f}x, "
               f"forward tokens {ref_ratio['forward_tokens']:.1f}x")
     report["machine"]["loadavg_at_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str))
     print(f"machine: {report['machine']['cpu']}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
           f"load {load[0]:.1f} at start")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -40,6 +38,7 @@ import httpx
 import psutil
 
 from bench.bench_load import start_service, stop_service
+from bench.report import machine, write_report
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "docs" / "bench" / "soak.json"
@@ -79,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     from tests.service.live import RedisServer
 
     rng = random.Random(0)
-    results: list[dict] = []
     samples: list[dict] = []
     latencies: dict[str, list[float]] = defaultdict(list)
     errors: Counter = Counter()
@@ -158,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "what": "real service process (python -m service.cli, uvicorn), real model + adapter on CPU (1 thread), "
                 "pop backbone, private redis-server; one client on a fixed cycle",
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {round(psutil.virtual_memory().total / 2**30)} GiB, "
-                   f"{platform.system()} (shared by parallel jobs)",
+        "machine": machine(memory_gib=round(psutil.virtual_memory().total / 2**30), note="shared by parallel jobs"),
         "python": sys.version.split()[0],
         "startup_seconds": round(startup_s, 1),
         "warmup_seconds": args.warmup, "measured_seconds": round(last["t"] - base["t"], 1),
@@ -180,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "recranker_store_errors_total", "recranker_degraded_responses_total"))},
         "samples": samples,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    write_report(args.out, figures)
     print(json.dumps({k: v for k, v in figures.items() if k != "samples"}, indent=1))
     ok = figures["errors"] == 0 and figures["rss_mb"]["growth_after_warmup_pct"] < 10
     print(f"{'PASS' if ok else 'FAIL'}: {requests} requests in {figures['duration_seconds']}s, {figures['errors']} errors, "

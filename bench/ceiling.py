@@ -13,12 +13,9 @@ RECRANKER_HOME (trained and saved when absent). No LLM is involved.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
-from pathlib import Path
 
+from bench.report import machine, write_report
 from candidate_gen.retrieve import CandidateGenerator
 from stack.build import load_backbone, load_split
 from stack.settings import Settings
@@ -65,13 +62,10 @@ def main() -> None:
                      for n in args.sizes]
             print(f"| {model} | {stage} {res[stage][str(args.sizes[0])]['users']} | " + " | ".join(cells) + " |")
     payload = {"dataset": args.dataset, "sizes": args.sizes, "results": result,
-               "seconds": time.perf_counter() - t, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+               "seconds": time.perf_counter() - t, "machine": machine(),
                "command": f"python -m bench.ceiling --dataset {args.dataset} --models {' '.join(args.models)} "
                           f"--sizes {' '.join(map(str, args.sizes))} --seed {args.seed}"}
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_report(args.json, payload)
 
 
 if __name__ == "__main__":

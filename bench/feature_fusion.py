@@ -30,17 +30,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
-import platform
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from bench.item_features import genre_matrix, genre_overlap
+from bench.report import machine, write_report
 from candidate_gen.evaluate import liked_history
 from candidate_gen.recency import CoLikes, zscores
 from candidate_gen.recency_choice import target_ranks
@@ -186,13 +183,10 @@ def main() -> None:
     payload = {"dataset": args.dataset, "candidates": args.candidates, "recent": args.recent, "metric": METRIC,
                "steps": STEPS, "coarse_steps": COARSE_STEPS,
                "results": results, "seconds": time.perf_counter() - start,
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+               "machine": machine(),
                "command": f"python -m bench.feature_fusion --dataset {args.dataset} --models {' '.join(args.models)} "
                           f"--candidates {args.candidates} --recent {args.recent} --seed {args.seed}"}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_report(args.out, payload)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ written by `recranker weights` or `recranker evaluate --stage valid`); no LLM wo
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from bench.report import write_report
 from ranker.ensemble import BACKBONE_ONLY, EnsembleWeights, combine, order_by, zscore
 from training.evaluate import UserOutcome, read_outcomes
 from common.stats import PAIRED_RESAMPLES, bootstrap_ci, cross_validated_diffs
@@ -92,9 +92,7 @@ def main() -> None:
               f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}], cross-validated {r['cross_validated']['diff']:+.4f} "
               f"[{r['cross_validated']['ci'][0]:+.4f}, {r['cross_validated']['ci'][1]:+.4f}]")
     print("best in-sample by tau:", {t: round(v, 4) for t, v in result["best_by_tau"].items()})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ LoRA dropout on and off, or the body's dtype:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.bench_ranker import cpu_model
+from bench.report import machine, write_report
 from stack.settings import Settings
 from training.data_io import EXAMPLES_FILE, read_jsonl
 from training.tune import LORA_TARGET_SETS, PackedRequests, TuneConfig, build_model
@@ -88,12 +87,7 @@ def main(argv=None) -> None:
         for r in runs[1:]:
             print(f"dropout {r['lora_dropout']:g}, {r['dtype']} / dropout {runs[0]['lora_dropout']:g}, "
                   f"{runs[0]['dtype']}: {r['tokens_per_s'] / base:.2f}x tokens/s")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": {"cpu": cpu_model(),
-                                           "torch_threads": torch.get_num_threads()},
-                               "runs": runs}, indent=1))
-    print(f"wrote {out}")
+    write_report(args.out, {"machine": machine(torch_threads=torch.get_num_threads()), "runs": runs})
 
 
 if __name__ == "__main__":

@@ -11,12 +11,9 @@ bootstrap interval, and the two means.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
-from pathlib import Path
 
+from bench.report import machine, write_report
 from candidate_gen.recency import CoLikes
 from candidate_gen.recency_choice import NUM_CANDIDATES, choose_recency, stage_candidates
 from candidate_gen.retrieve import CandidateGenerator
@@ -59,13 +56,10 @@ def main() -> None:
               f"{cv['diff']:+.4f} [{cv['ci'][0]:+.4f}, {cv['ci'][1]:+.4f}] | {base:.4f} | {base + gains.mean():.4f} | "
               f"{gains.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] |")
     payload = {"dataset": args.dataset, "candidates": args.candidates, "results": results,
-               "seconds": time.perf_counter() - start, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+               "seconds": time.perf_counter() - start, "machine": machine(),
                "command": f"python -m bench.recency_gain --dataset {args.dataset} --models {' '.join(args.models)} "
                           f"--candidates {args.candidates} --seed {args.seed}"}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_report(args.out, payload)
 
 
 if __name__ == "__main__":
