@@ -3,16 +3,22 @@
 What a service micro-batch buys, without HTTP around it: for each batch size B, the same
 B users (ML-100K, candidates = the test like + the most popular unseen items, scored by
 popularity as the backbone) are ranked (a) with B calls of ``Ranker.rank`` and (b) with
-one ``Ranker.rank_many`` call, in alternating rounds. Prints users/s of both and their
-ratio, forward passes and tokens, and how far (b) is from (a): the largest difference of
-the label log-probabilities the engine returns (the direct check: padding and batch
-shapes may move low-precision arithmetic a little, nothing more), of the hybrid scores,
-and the share of identical top-k lists (z-scored hybrids of a model with no preference,
-e.g. random weights, are noise, so those two only mean something for a trained model).
+one ``Ranker.rank_many`` call, in alternating rounds. The ranker is built as the service
+builds it (``stack.settings.Settings``: RECRANKER_BASE_MODEL, _ADAPTER, _DEVICE, _DTYPE, the
+adapter's prompt layout, pairwise budget, listwise orders, history tokens, candidates),
+all three modes forced by explicit weights, with the prefix cache off: every round then
+pays for every user's whole prompt, as distinct users would. Prints users/s of both, their
+ratio, the batched call's latency (p50 and p99 over rounds: every user of a batch waits
+for all of it), forward passes and tokens, and how far (b) is from (a): the largest
+difference of the label log-probabilities the engine returns (padding and batch shapes
+may move low-precision arithmetic a little, nothing more), of the hybrid scores, and the
+share of identical top-k lists (z-scored hybrids of a model with no preference, e.g.
+random weights, are noise, so those two only mean something for a trained model).
 Writes bench/out/batching.json.
 
-    python -m bench.bench_batching --data ../shared/data/ml-100k --batch-sizes 1 8 --threads 1
-    python -m bench.bench_batching --data ... --model /path/to/checkpoint --device cuda --batch-sizes 1 8 32
+    RECRANKER_DATA_DIR=... python -m bench.bench_batching --batch-sizes 1 8 --threads 1
+    RECRANKER_DEVICE=cuda RECRANKER_BASE_MODEL=/path/to/checkpoint python -m bench.bench_batching \
+        --batch-sizes 1 32 128 --rounds 10 --serial-up-to 32
 """
 
 from __future__ import annotations
@@ -21,23 +27,21 @@ import argparse
 import os
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.bench_ranker import build_requests
+from bench.bench_ranker import build_requests, test_user_ids
 from bench.report import machine, write_report
-from candidate_gen.data import load_movielens_100k
-from candidate_gen.split import leave_one_out
-from ranker.adapter import load_adapter
 from ranker.chat import to_scoring_prompt
 from ranker.engines.hf import HFEngine
-from ranker.model import BUNDLED_MODEL, prepare_model
 from ranker.modes.registry import LABEL_SETS
-from ranker.ranker import Ranker, RankerConfig, RankRequest
+from ranker.ranker import Ranker, RankRequest
 from ranker.types import MODES, RankResult
-
+from stack.build import build_ranker, load_split, resolve_adapter
+from stack.settings import Settings
 
 def _sync(engine: HFEngine) -> None:
     if engine.device.type == "cuda":
@@ -75,48 +79,44 @@ def max_logprob_diff(ranker: Ranker, requests: list[RankRequest]) -> float:
     return diff
 
 
-def measure(ranker: Ranker, requests: list[RankRequest], rounds: int) -> dict:
+def measure(ranker: Ranker, requests: list[RankRequest], rounds: int, serial: bool = True) -> dict:
     engine = ranker.engine
-    one_s, many_s = [], []
+    one_s, many_s, singles = [], [], []
     for _ in range(rounds):
-        s, singles = timed(engine, lambda: [ranker.rank(r) for r in requests])
-        one_s.append(s)
+        if serial:
+            s, singles = timed(engine, lambda: [ranker.rank(r) for r in requests])
+            one_s.append(s)
         s, batched = timed(engine, lambda: ranker.rank_many(requests))
         many_s.append(s)
     bad = [r.degraded_reason for r in singles + batched if r.degraded]
     if bad:
         raise SystemExit(f"ranker degraded: {bad[0]}")
-    diff, same = max_score_diff(singles, batched)
     n = len(requests)
-    one, many = statistics.median(one_s), statistics.median(many_s)
-    return {
+    many = statistics.median(many_s)
+    out = {
         "users": n,
-        "one_at_a_time": {"median_s": one, "runs_s": one_s, "users_per_s": n / one,
-                          "forward_passes": sum(r.llm_calls for r in singles)},
         "batched": {"median_s": many, "runs_s": many_s, "users_per_s": n / many,
+                    "latency_s": {"p50": many, "p99": float(np.percentile(many_s, 99))},
                     "forward_passes": sum(r.llm_calls for r in batched)},
-        "throughput_ratio_batched_over_one": one / many,
         "forward_tokens": sum(r.forward_tokens for r in batched),
-        "max_abs_logprob_diff": max_logprob_diff(ranker, requests),
-        "max_abs_score_diff": diff,
-        "identical_topk_share": same,
     }
+    if serial:
+        one = statistics.median(one_s)
+        diff, same = max_score_diff(singles, batched)
+        out |= {"one_at_a_time": {"median_s": one, "runs_s": one_s, "users_per_s": n / one,
+                                  "forward_passes": sum(r.llm_calls for r in singles)},
+                "throughput_ratio_batched_over_one": one / many,
+                "max_abs_logprob_diff": max_logprob_diff(ranker, requests),
+                "max_abs_score_diff": diff, "identical_topk_share": same}
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="unpacked ml-100k folder")
-    ap.add_argument("--model", default=BUNDLED_MODEL, help="bundled model name or a local checkpoint folder")
-    ap.add_argument("--model-cache", type=Path, default=Path("artifacts/models"))
-    ap.add_argument("--adapter", type=Path, default=None, help="PEFT adapter folder (default: base model)")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--dtype", default=None, help="float32 / bfloat16 / float16 (default: bf16 on CUDA, fp32 on CPU)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--candidates", type=int, default=10)
-    ap.add_argument("--pairwise-budget", type=int, default=5)
-    ap.add_argument("--listwise-shuffles", type=int, default=3)
-    ap.add_argument("--history-token-budget", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds per batch size, after one warm-up")
+    ap.add_argument("--serial-up-to", type=int, default=None,
+                    help="rank one at a time only for batch sizes up to this (default: all)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=Path("bench/out/batching.json"))
     args = ap.parse_args(argv)
@@ -125,18 +125,15 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    ds = load_movielens_100k(args.data)
-    users = [str(u) for u in range(1, 944)]
-    requests = build_requests(leave_one_out(ds), users[: 2 * max(args.batch_sizes)], args.candidates)
+    settings = Settings().model_copy(update={"prefix_cache_mb": 0})
+    split = load_split(settings)
+    requests = build_requests(split, test_user_ids(split)[: 2 * max(args.batch_sizes)], settings.num_candidates)
     if len(requests) < max(args.batch_sizes):
-        raise SystemExit(f"only {len(requests)} users with a test like among the first {2 * max(args.batch_sizes)}")
-    engine = HFEngine(prepare_model(args.model, args.model_cache), adapter_path=args.adapter, device=args.device,
-                      dtype=args.dtype)
-    # the prompt layout the adapter was tuned on (genres or not), as the service renders it
-    genres = load_adapter(args.adapter).item_genres if args.adapter else False
-    config = RankerConfig(pairwise_budget=args.pairwise_budget, listwise_shuffles=args.listwise_shuffles,
-                          history_token_budget=args.history_token_budget, item_genres=genres)
-    ranker = Ranker(engine, config)
+        raise SystemExit(f"only {len(requests)} users with a test like for a batch of {max(args.batch_sizes)}")
+    ranker = build_ranker(settings, resolve_adapter(settings))
+    engine = ranker.engine
+    if not isinstance(engine, HFEngine):
+        raise SystemExit("bench_batching measures the in-process engine: set RECRANKER_ENGINE=hf")
     ranker.rank_many(requests[: max(args.batch_sizes)])  # warm-up: allocations, kernels, tokenizer caches
     load = os.getloadavg()
     report = {
@@ -145,18 +142,23 @@ def main(argv=None) -> int:
                            gpu=torch.cuda.get_device_name() if engine.device.type == "cuda" else None,
                            loadavg_at_start=load),
         "model": engine.model_name, "adapter": engine.adapter_name,
+        "ranker_config": asdict(ranker.config), "num_candidates": settings.num_candidates,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": {},
     }
-    print(f"{'B':>4}{'one-at-a-time u/s':>20}{'batched u/s':>14}{'ratio':>8}{'passes 1x1':>12}{'passes B':>10}"
-          f"{'max |dlogp|':>13}{'max |dscore|':>14}{'same top-k':>12}")
+    print(f"{'B':>4}{'one-at-a-time u/s':>19}{'batched u/s':>13}{'ratio':>7}{'batch p50 s':>12}{'p99 s':>8}"
+          f"{'passes 1x1':>11}{'passes B':>9}{'max |dlogp|':>12}{'max |dscore|':>13}{'same top-k':>11}")
     for b in args.batch_sizes:
-        r = measure(ranker, requests[:b], args.rounds)
+        r = measure(ranker, requests[:b], args.rounds, serial=args.serial_up_to is None or b <= args.serial_up_to)
         report["results"][str(b)] = r
-        print(f"{b:>4}{r['one_at_a_time']['users_per_s']:>20.3f}{r['batched']['users_per_s']:>14.3f}"
-              f"{r['throughput_ratio_batched_over_one']:>8.2f}{r['one_at_a_time']['forward_passes']:>12}"
-              f"{r['batched']['forward_passes']:>10}{r['max_abs_logprob_diff']:>13.2e}{r['max_abs_score_diff']:>14.2e}{r['identical_topk_share']:>12.2f}",
-              flush=True)
+        one, many = r.get("one_at_a_time"), r["batched"]
+        cells = (f"{one['users_per_s']:>19.3f}{many['users_per_s']:>13.3f}{r['throughput_ratio_batched_over_one']:>7.2f}"
+                 if one else f"{'-':>19}{many['users_per_s']:>13.3f}{'-':>7}")
+        cells += f"{many['latency_s']['p50']:>12.3f}{many['latency_s']['p99']:>8.3f}"
+        cells += (f"{one['forward_passes']:>11}{many['forward_passes']:>9}{r['max_abs_logprob_diff']:>12.2e}"
+                  f"{r['max_abs_score_diff']:>13.2e}{r['identical_topk_share']:>11.2f}"
+                  if one else f"{'-':>11}{many['forward_passes']:>9}")
+        print(f"{b:>4}{cells}", flush=True)
     write_report(args.out, report)
     return 0
 

@@ -1,20 +1,24 @@
 """Stage a GPU measurement for a machine that has torch + CUDA but no network and a small
-upload limit (this team's lent GPU: 64 MiB per call, the working tree included; no model hub).
+upload limit (this team's lent GPU: 64 MiB per call, the ~30 MiB working tree included; no
+model hub).
 
-Two ways to get weights there:
-- real: the bundled model's GGUF (98 MB, checksum pinned in ``ranker.model``) cut into parts
-  that travel over consecutive calls while the machine stays warm (a carried, ignored
-  folder that a later call does not name stays there), joined and checked there, then
-  converted as ``recranker model prepare`` converts it (the ``gguf`` wheel must travel too);
-- random: seeded random weights in the SmolLM2-135M architecture with the real tokenizer,
-  config and chat template. Throughput does not depend on weight values, but scores and
-  rankings from such a run mean nothing: speed only.
+What travels: the staged folder (model config + tokenizer, ML-100K files, trained backbones
+and, with ``--with-gguf``, the bundled model's GGUF: 98 MB, checksum pinned in
+``ranker.model``) and the wheels the GPU image lacks, tarred into one bundle and cut into
+parts that go one per call while the machine stays warm (an ignored path that a later call
+does not name in carry stays there); the last call joins and checks them. There the GGUF
+becomes a checkpoint exactly as ``recranker model prepare`` makes one (``real-weights``), or,
+without it, seeded random weights in the SmolLM2-135M architecture (``random-weights``:
+throughput does not depend on weight values, but scores from such a run mean nothing).
 
     python -m bench.gpu_stage stage --model-dir <converted checkpoint> --data <ml-100k> \
-        --home <RECRANKER_HOME with backbones/> --to .gpu                          # here
-    python -m bench.gpu_stage split <the wheel's .gguf> --to .gpu-parts --part-mib 30  # here
-    python -m bench.gpu_stage real-weights .gpu-parts .gpu/model /tmp/recranker-model  # there
-    python -m bench.gpu_stage random-weights .gpu/model /tmp/recranker-random-model    # there
+        --home <RECRANKER_HOME with backbones/> --with-gguf --to .gpu          # here
+    tar -cf /tmp/gpu-bundle.tar .gpu .whl
+    python -m bench.gpu_stage split /tmp/gpu-bundle.tar --to .gpu-parts      # here
+    python -m bench.gpu_stage join .gpu-parts /tmp/gpu-bundle.tar            # there
+    python -m bench.gpu_stage real-weights .gpu/gguf/<name>.gguf .gpu/model /tmp/model  # there
+
+bench/gpu_run.sh runs the last two steps and the measurements.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "token
                "chat_template.jinja", "special_tokens_map.json")
 DATA_FILES = ("u.data", "u.item")
 MANIFEST = "manifest.json"
-PART_MIB = 30  # the working tree (~30 MiB) travels with every call, under 64 MiB in all
+PART_MIB = 32  # the working tree (~30 MiB) travels with every call, under 64 MiB in all
 
 
-def stage(model_dir: Path, data: Path, home: Path | None, to: Path) -> None:
+def stage(model_dir: Path, data: Path, home: Path | None, to: Path, with_gguf: bool = False) -> None:
     """Copy what travels: model config + tokenizer (no weights), the ML-100K files the
-    loader reads, and trained backbones (so the service does not retrain them there)."""
+    loader reads, trained backbones (so the service does not retrain them there) and, with
+    ``with_gguf``, the installed wheel's GGUF (the real weights, in ``to/gguf/``)."""
     (to / "model").mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
         if (model_dir / name).is_file():
@@ -48,6 +53,12 @@ def stage(model_dir: Path, data: Path, home: Path | None, to: Path) -> None:
         shutil.copy2(data / name, to / "data" / "ml-100k" / name)
     if home is not None and (home / "backbones").is_dir():
         shutil.copytree(home / "backbones", to / "home" / "backbones", dirs_exist_ok=True)
+    if with_gguf:
+        from ranker.model import locate_bundled_gguf
+
+        gguf = locate_bundled_gguf()
+        (to / "gguf").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(gguf, to / "gguf" / gguf.name)
 
 
 def random_weights(staged: Path, dest: Path, seed: int = 0) -> None:
@@ -107,19 +118,17 @@ def join_parts(folder: Path, dest: Path) -> Path:
     return dest
 
 
-def real_weights(parts: Path, staged: Path, dest: Path) -> Path:
-    """A loadable checkpoint in ``dest`` from the bundled GGUF's parts: joined, checked
-    against the checksum ``ranker.model`` pins for the bundled model, converted."""
-    from ranker.model import BUNDLED_GGUF, BUNDLED_GGUF_SHA256, convert_gguf
+def real_weights(gguf: Path, staged: Path, dest: Path) -> Path:
+    """A loadable checkpoint in ``dest`` from the bundled GGUF: checked against the checksum
+    ``ranker.model`` pins for it, converted as ``recranker model prepare`` converts it."""
+    from ranker.model import BUNDLED_GGUF_SHA256, convert_gguf
 
-    gguf = join_parts(parts, dest.parent / f"{dest.name}-gguf" / BUNDLED_GGUF)
     convert_gguf(gguf, dest, BUNDLED_GGUF_SHA256)
-    for name in MODEL_FILES:  # the staged chat template and tokenizer files, as served here
+    for name in MODEL_FILES:  # the staged tokenizer files, where the GGUF's lack one
         if (staged / name).is_file() and not (dest / name).is_file():
             shutil.copy2(staged / name, dest / name)
-    print(f"real weights: {BUNDLED_GGUF} joined from {parts}, sha256 checked, converted -> {dest}")
+    print(f"real weights: {gguf.name}, sha256 checked, converted -> {dest}")
     return dest
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -129,6 +138,7 @@ def main(argv=None) -> int:
     s.add_argument("--data", type=Path, required=True, help="unpacked ml-100k folder")
     s.add_argument("--home", type=Path, default=None, help="RECRANKER_HOME whose backbones/ travel")
     s.add_argument("--to", type=Path, default=Path(".gpu"))
+    s.add_argument("--with-gguf", action="store_true", help="also the installed wheel's GGUF (the real weights)")
     r = sub.add_parser("random-weights")
     r.add_argument("staged", type=Path, help="staged model folder (config + tokenizer)")
     r.add_argument("dest", type=Path)
@@ -136,18 +146,24 @@ def main(argv=None) -> int:
     c.add_argument("file", type=Path)
     c.add_argument("--to", type=Path, required=True)
     c.add_argument("--part-mib", type=int, default=PART_MIB)
-    j = sub.add_parser("real-weights", help="join the bundled GGUF's parts, check and convert them")
+    j = sub.add_parser("join", help="reassemble a split file, every part and the whole checked")
     j.add_argument("parts", type=Path, help="folder with the manifest and part-*/ folders")
-    j.add_argument("staged", type=Path, help="staged model folder (config + tokenizer)")
     j.add_argument("dest", type=Path)
+    w = sub.add_parser("real-weights", help="check and convert the bundled GGUF into a checkpoint")
+    w.add_argument("gguf", type=Path)
+    w.add_argument("staged", type=Path, help="staged model folder (config + tokenizer)")
+    w.add_argument("dest", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "stage":
-        stage(args.model_dir, args.data, args.home, args.to)
+        stage(args.model_dir, args.data, args.home, args.to, args.with_gguf)
     elif args.cmd == "split":
         m = split_file(args.file, args.to, args.part_mib)
         print(f"{m['name']}: {m['bytes']} bytes in {len(m['parts'])} parts under {args.to}")
+    elif args.cmd == "join":
+        join_parts(args.parts, args.dest)
+        print(f"joined {args.dest} from {args.parts}, sha256 checked")
     elif args.cmd == "real-weights":
-        real_weights(args.parts, args.staged, args.dest)
+        real_weights(args.gguf, args.staged, args.dest)
     else:
         random_weights(args.staged, args.dest)
     return 0
