@@ -1,0 +1,95 @@
+"""What ranks new items without an LLM: the bar a cold-start LLM mode has to clear.
+
+The cases of ``recranker new-items`` (``training.new_items``: a seeded 20% of the catalogue
+plays new items no backbone saw; per user whose held-out like is new, that item and 9 other
+new items, history without new items), ranked by item content alone: the cosine of a
+candidate's genres with the genre counts of the user's liked history (all of it, or the
+last few likes), by release year closeness to the likes' mean year, and newest release first. Each row's NDCG@3
+and HR@3, and its paired difference against the random order on the same users (the
+score-free order the LLM rows of ``recranker new-items`` are compared with). Same cases,
+same seed, so the rows can be read beside that command's. No LLM, seconds.
+
+    python -m bench.new_items_content --stage valid --out docs/bench/new-items-content-valid.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.item_features import genre_matrix, genre_overlap
+from bench.report import machine, write_report
+from stack.build import load_split
+from stack.settings import Settings
+from training.new_items import hold_out_items, new_item_cases
+from training.report import paired_differences, summarize_rows
+
+YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+def release_years(titles) -> np.ndarray:
+    """Year in a title's trailing "(YYYY)", NaN where there is none."""
+    return np.array([float(m.group(1)) if (m := YEAR.search(t)) else np.nan for t in titles])
+
+
+def rank_of(target_pos: int, scores: np.ndarray) -> int:
+    """1-based rank of the candidate at ``target_pos``; ties keep the given (random) order."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    return order.index(target_pos) + 1
+
+
+def content_rows(split, cases, recent: int) -> dict[str, list[int]]:
+    """Per row (random, genres of all likes, genres of the last ``recent`` likes, year
+    closeness, newest first), each case's rank of its held-out item."""
+    ds = split.dataset
+    genres, years = genre_matrix(ds), release_years(ds.titles)
+    rows: dict[str, list[int]] = {"backbone": [], "genres_all_likes": [], f"genres_last_{recent}": [], "year": [],
+                                  "newest_first": []}
+    for case in cases:
+        liked = [e.item for e in case.history if e.liked] or [e.item for e in case.history]
+        target_pos = case.candidates.index(case.target)
+        rows["backbone"].append(target_pos + 1)  # the given order is the seeded random one
+        rows["genres_all_likes"].append(rank_of(target_pos, genre_overlap(genres, liked, case.candidates)))
+        rows[f"genres_last_{recent}"].append(
+            rank_of(target_pos, genre_overlap(genres, liked[-recent:], case.candidates)))
+        mean_year = np.nanmean(years[liked]) if liked and not np.all(np.isnan(years[liked])) else np.nan
+        closeness = -np.abs(years[case.candidates] - mean_year)
+        rows["year"].append(rank_of(target_pos, np.nan_to_num(closeness, nan=-np.inf)))
+        rows["newest_first"].append(rank_of(target_pos, np.nan_to_num(years[case.candidates], nan=-np.inf)))
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=("valid", "test"), default="valid")
+    ap.add_argument("--share", type=float, default=0.2)
+    ap.add_argument("--candidates", type=int, default=10)
+    ap.add_argument("--recent", type=int, default=5, help="likes in the 'last likes' genre row")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("bench/out/new-items-content.json"))
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    split = load_split(Settings())
+    new_items = hold_out_items(split.dataset.n_items, args.share, args.seed)
+    cases = new_item_cases(split, new_items, args.stage, args.candidates, args.seed)
+    rows = content_rows(split, cases, args.recent)
+    summary, paired = summarize_rows(rows, seed=args.seed), paired_differences(rows, seed=args.seed)
+    print(f"{args.stage}: {len(cases)} users whose held-out like is one of {len(new_items)} new items")
+    print("| row | NDCG@3 | HR@3 | NDCG@3 - random order [95% CI] |")
+    print("|---|---|---|---|")
+    for row, s in summary.items():
+        d = paired.get(row, {}).get("NDCG@3")
+        cell = f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]" if d else "-"
+        print(f"| {'random order' if row == 'backbone' else row} | {s['NDCG@3']:.4f} | {s['HR@3']:.4f} | {cell} |")
+    write_report(args.out, {"stage": args.stage, "share": args.share, "candidates": args.candidates,
+                            "seed": args.seed, "recent": args.recent, "users": len(cases),
+                            "new_items": len(new_items), "rows": summary, "paired_vs_random": paired,
+                            "seconds": time.perf_counter() - start, "machine": machine()})
+
+
+if __name__ == "__main__":
+    main()
