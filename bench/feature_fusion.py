@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import re
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from bench.item_features import genre_matrix, genre_overlap
+from bench.item_features import genre_matrix, genre_overlap, release_year
 from bench.report import machine, write_report
 from candidate_gen.evaluate import liked_history
 from candidate_gen.recency import CoLikes, zscores
@@ -54,7 +53,6 @@ STEPS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)  # featu
 COARSE_STEPS = (0.0, 0.25, 0.5, 1.0)  # for all features at once (4^6 points)
 RECENT = 5
 METRIC = "NDCG@3"
-YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
 @dataclass
@@ -64,11 +62,6 @@ class Cases:
     target_pos: np.ndarray  # (U,)
     backbone_z: np.ndarray  # (U, N)
     features: np.ndarray  # (U, F, N)
-
-
-def release_year(title: str) -> float:
-    m = YEAR.search(title)
-    return float(m.group(1)) if m else float("nan")
 
 
 def candidate_features(items: np.ndarray, history: list[int], popularity: np.ndarray, genres: np.ndarray,

@@ -1,13 +1,17 @@
-"""Item genres as vectors, for the benches that ask what genres tell beyond a backbone
-(bench.answer_loss, bench.feature_fusion)."""
+"""Item content as numbers (genres as vectors, release years), for the benches that ask
+what content tells beyond a backbone or without one (bench.answer_loss,
+bench.feature_fusion, bench.new_items_content)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from candidate_gen.data import Dataset
+
+YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
 def genre_matrix(ds: Dataset) -> np.ndarray:
@@ -28,3 +32,9 @@ def genre_overlap(genres: np.ndarray, liked: Sequence[int], items: Sequence[int]
     rows = genres[list(items)]
     norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(profile)
     return np.divide(rows @ profile, norms, out=np.zeros(len(rows)), where=norms > 0)
+
+
+def release_year(title: str) -> float:
+    """The year of a title's trailing "(YYYY)", NaN where there is none."""
+    m = YEAR.search(title)
+    return float(m.group(1)) if m else float("nan")

@@ -15,26 +15,17 @@ same seed, so the rows can be read beside that command's. No LLM, seconds.
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.item_features import genre_matrix, genre_overlap
+from bench.item_features import genre_matrix, genre_overlap, release_year
 from bench.report import machine, write_report
 from stack.build import load_split
 from stack.settings import Settings
 from training.new_items import hold_out_items, new_item_cases
 from training.report import paired_differences, summarize_rows
-
-YEAR = re.compile(r"\((\d{4})\)\s*$")
-
-
-def release_years(titles) -> np.ndarray:
-    """Year in a title's trailing "(YYYY)", NaN where there is none."""
-    return np.array([float(m.group(1)) if (m := YEAR.search(t)) else np.nan for t in titles])
-
 
 def rank_of(target_pos: int, scores: np.ndarray) -> int:
     """1-based rank of the candidate at ``target_pos``; ties keep the given (random) order."""
@@ -42,11 +33,10 @@ def rank_of(target_pos: int, scores: np.ndarray) -> int:
     return order.index(target_pos) + 1
 
 
-def content_rows(split, cases, recent: int) -> dict[str, list[int]]:
+def content_rows(genres: np.ndarray, years: np.ndarray, cases, recent: int) -> dict[str, list[int]]:
     """Per row (random, genres of all likes, genres of the last ``recent`` likes, year
-    closeness, newest first), each case's rank of its held-out item."""
-    ds = split.dataset
-    genres, years = genre_matrix(ds), release_years(ds.titles)
+    closeness, newest first), each case's rank of its held-out item. ``genres``: (items,
+    genres) 0/1; ``years``: per item, NaN where unknown."""
     rows: dict[str, list[int]] = {"backbone": [], "genres_all_likes": [], f"genres_last_{recent}": [], "year": [],
                                   "newest_first": []}
     for case in cases:
@@ -76,7 +66,8 @@ def main(argv=None) -> None:
     split = load_split(Settings())
     new_items = hold_out_items(split.dataset.n_items, args.share, args.seed)
     cases = new_item_cases(split, new_items, args.stage, args.candidates, args.seed)
-    rows = content_rows(split, cases, args.recent)
+    ds = split.dataset
+    rows = content_rows(genre_matrix(ds), np.array([release_year(t) for t in ds.titles]), cases, args.recent)
     summary, paired = summarize_rows(rows, seed=args.seed), paired_differences(rows, seed=args.seed)
     print(f"{args.stage}: {len(cases)} users whose held-out like is one of {len(new_items)} new items")
     print("| row | NDCG@3 | HR@3 | NDCG@3 - random order [95% CI] |")

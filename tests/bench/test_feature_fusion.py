@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from bench.feature_fusion import (COARSE_STEPS, FEATURES, STEPS, Cases, candidate_features, diff_matrix, fused_ranks,
-                                  grid_for, release_year)
+                                  grid_for)
+from bench.item_features import release_year
 from candidate_gen.recency import CoLikes, zscores
 
 
