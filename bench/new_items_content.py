@@ -28,9 +28,10 @@ from training.new_items import hold_out_items, new_item_cases
 from training.report import paired_differences, summarize_rows
 
 def rank_of(target_pos: int, scores: np.ndarray) -> int:
-    """1-based rank of the candidate at ``target_pos``; ties keep the given (random) order."""
+    """0-based rank (what ``candidate_gen.metrics`` reads) of the candidate at ``target_pos``;
+    ties keep the given (random) order."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    return order.index(target_pos) + 1
+    return order.index(target_pos)
 
 
 def content_rows(genres: np.ndarray, years: np.ndarray, cases, recent: int) -> dict[str, list[int]]:
@@ -42,7 +43,7 @@ def content_rows(genres: np.ndarray, years: np.ndarray, cases, recent: int) -> d
     for case in cases:
         liked = [e.item for e in case.history if e.liked] or [e.item for e in case.history]
         target_pos = case.candidates.index(case.target)
-        rows["backbone"].append(target_pos + 1)  # the given order is the seeded random one
+        rows["backbone"].append(target_pos)  # the given order is the seeded random one
         rows["genres_all_likes"].append(rank_of(target_pos, genre_overlap(genres, liked, case.candidates)))
         rows[f"genres_last_{recent}"].append(
             rank_of(target_pos, genre_overlap(genres, liked[-recent:], case.candidates)))

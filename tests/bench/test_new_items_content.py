@@ -10,9 +10,9 @@ from training.new_items import NewItemCase
 
 
 def test_rank_of_breaks_ties_in_the_given_order() -> None:
-    assert rank_of(2, np.array([0.0, 0.0, 0.0])) == 3
-    assert rank_of(2, np.array([0.0, 1.0, 5.0])) == 1
-    assert rank_of(0, np.array([1.0, 1.0, 2.0])) == 2
+    assert rank_of(2, np.array([0.0, 0.0, 0.0])) == 2  # 0-based, as candidate_gen.metrics reads ranks
+    assert rank_of(2, np.array([0.0, 1.0, 5.0])) == 0
+    assert rank_of(0, np.array([1.0, 1.0, 2.0])) == 1
 
 
 def test_content_rows_rank_by_genre_fit_year_closeness_and_newness() -> None:
@@ -22,8 +22,8 @@ def test_content_rows_rank_by_genre_fit_year_closeness_and_newness() -> None:
     history = [Event(0, 5.0, 1), Event(1, 4.0, 2), Event(2, 1.0, 3)]  # a disliked film is not a like
     case = NewItemCase(user=0, target=4, candidates=[2, 3, 4, 5], history=history)
     rows = content_rows(genres, years, [case], recent=1)
-    assert rows["backbone"] == [3]  # the given (random) order
-    assert rows["genres_all_likes"] == [4]  # 3 and 5 share the liked genre; 2 ties with 4 and comes first
-    assert rows["genres_last_1"] == [4]
-    assert rows["year"] == [1]  # 1953 is the closest to the liked mean, 1952
-    assert rows["newest_first"] == [3]  # 1995, 1960, 1953; the unknown year last
+    assert rows["backbone"] == [2]  # the given (random) order, 0-based
+    assert rows["genres_all_likes"] == [3]  # 3 and 5 share the liked genre; 2 ties with 4 and comes first
+    assert rows["genres_last_1"] == [3]
+    assert rows["year"] == [0]  # 1953 is the closest to the liked mean, 1952
+    assert rows["newest_first"] == [2]  # 1995, 1960, 1953; the unknown year last
