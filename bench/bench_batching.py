@@ -152,7 +152,8 @@ def main(argv=None) -> int:
         r = measure(ranker, requests[:b], args.rounds, serial=args.serial_up_to is None or b <= args.serial_up_to)
         report["results"][str(b)] = r
         one, many = r.get("one_at_a_time"), r["batched"]
-        cells = (f"{one['users_per_s']:>19.3f}{many['users_per_s']:>13.3f}{r['throughput_ratio_batched_over_one']:>7.2f}"
+        ratio = r.get("throughput_ratio_batched_over_one")
+        cells = (f"{one['users_per_s']:>19.3f}{many['users_per_s']:>13.3f}{ratio:>7.2f}"
                  if one else f"{'-':>19}{many['users_per_s']:>13.3f}{'-':>7}")
         cells += f"{many['latency_s']['p50']:>12.3f}{many['latency_s']['p99']:>8.3f}"
         cells += (f"{one['forward_passes']:>11}{many['forward_passes']:>9}{r['max_abs_logprob_diff']:>12.2e}"

@@ -9,7 +9,12 @@ and HR@3, and its paired difference against the random order on the same users (
 score-free order the LLM rows of ``recranker new-items`` are compared with). Same cases,
 same seed, so the rows can be read beside that command's. No LLM, seconds.
 
+With ``--llm NAME=OUTCOMES`` (the ``--outcomes`` file of ``recranker new-items`` on the same
+stage, share and seed; repeatable) each LLM row joins the table, and every row is also
+paired with the year-closeness row on the same users: the bar an LLM has to clear here.
+
     python -m bench.new_items_content --stage valid --out docs/bench/new-items-content-valid.json
+    python -m bench.new_items_content --stage valid --llm clean=<outcomes.jsonl> --out ...
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from bench.item_features import genre_matrix, genre_overlap, release_year
 from bench.report import machine, write_report
 from stack.build import load_split
 from stack.settings import Settings
-from training.new_items import hold_out_items, new_item_cases
+from training.evaluate import read_outcomes, row_ranks
+from training.new_items import MODES_ONLY, hold_out_items, new_item_cases
 from training.report import paired_differences, summarize_rows
+
+CONTENT_BAR = "year"
 
 def rank_of(target_pos: int, scores: np.ndarray) -> int:
     """0-based rank (what ``candidate_gen.metrics`` reads) of the candidate at ``target_pos``;
@@ -54,6 +62,23 @@ def content_rows(genres: np.ndarray, years: np.ndarray, cases, recent: int) -> d
     return rows
 
 
+def llm_rows(name: str, path: Path, ds, cases) -> dict[str, list[int]]:
+    """The LLM rows (``name:mode``) of a ``recranker new-items --outcomes`` file, in the order
+    of ``cases``; refuses a file whose users or candidates are not these cases'."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such outcomes file")
+    by_user = read_outcomes(path)
+    ordered = []
+    for case in cases:
+        o = by_user.get(ds.user_ids[case.user])
+        if o is None or o.candidates != [ds.item_ids[i] for i in case.candidates]:
+            raise SystemExit(f"{path}: not the outcomes of these cases (user {ds.user_ids[case.user]} missing or "
+                             "with other candidates): run recranker new-items with the same --stage, --share, --seed")
+        ordered.append(o)
+    ranks = row_ranks(ordered, MODES_ONLY)
+    return {f"{name}:{row}": ranks[row] for row in ranks if row != "backbone"}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", choices=("valid", "test"), default="valid")
@@ -61,6 +86,8 @@ def main(argv=None) -> None:
     ap.add_argument("--candidates", type=int, default=10)
     ap.add_argument("--recent", type=int, default=5, help="likes in the 'last likes' genre row")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--llm", action="append", default=[], metavar="NAME=OUTCOMES",
+                    help="an LLM's per-user outcomes from recranker new-items --outcomes (repeatable)")
     ap.add_argument("--out", type=Path, default=Path("bench/out/new-items-content.json"))
     args = ap.parse_args(argv)
     start = time.perf_counter()
@@ -69,17 +96,28 @@ def main(argv=None) -> None:
     cases = new_item_cases(split, new_items, args.stage, args.candidates, args.seed)
     ds = split.dataset
     rows = content_rows(genre_matrix(ds), np.array([release_year(t) for t in ds.titles]), cases, args.recent)
-    summary, paired = summarize_rows(rows, seed=args.seed), paired_differences(rows, seed=args.seed)
+    for spec in args.llm:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--llm wants NAME=OUTCOMES, got {spec!r}")
+        rows |= llm_rows(name, Path(path), ds, cases)
+    summary = summarize_rows(rows, seed=args.seed)
+    paired = paired_differences(rows, seed=args.seed)
+    vs_bar = paired_differences(rows, baseline=CONTENT_BAR, seed=args.seed)
     print(f"{args.stage}: {len(cases)} users whose held-out like is one of {len(new_items)} new items")
-    print("| row | NDCG@3 | HR@3 | NDCG@3 - random order [95% CI] |")
-    print("|---|---|---|---|")
+    print(f"| row | NDCG@3 | HR@3 | NDCG@3 - random order [95% CI] | NDCG@3 - {CONTENT_BAR} [95% CI] |")
+    print("|---|---|---|---|---|")
+
+    def cell(d) -> str:
+        return f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]" if d else "-"
+
     for row, s in summary.items():
-        d = paired.get(row, {}).get("NDCG@3")
-        cell = f"{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]" if d else "-"
-        print(f"| {'random order' if row == 'backbone' else row} | {s['NDCG@3']:.4f} | {s['HR@3']:.4f} | {cell} |")
+        print(f"| {'random order' if row == 'backbone' else row} | {s['NDCG@3']:.4f} | {s['HR@3']:.4f} | "
+              f"{cell(paired.get(row, {}).get('NDCG@3'))} | {cell(vs_bar.get(row, {}).get('NDCG@3'))} |")
     write_report(args.out, {"stage": args.stage, "share": args.share, "candidates": args.candidates,
                             "seed": args.seed, "recent": args.recent, "users": len(cases),
-                            "new_items": len(new_items), "rows": summary, "paired_vs_random": paired,
+                            "new_items": len(new_items), "llm": args.llm, "rows": summary,
+                            "paired_vs_random": paired, f"paired_vs_{CONTENT_BAR}": vs_bar,
                             "seconds": time.perf_counter() - start, "machine": machine()})
 
 

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.new_items_content import content_rows, rank_of
+import json
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from bench.new_items_content import content_rows, llm_rows, rank_of
 from candidate_gen.split import Event
+from training.evaluate import UserOutcome
 from training.new_items import NewItemCase
 
 
@@ -27,3 +35,21 @@ def test_content_rows_rank_by_genre_fit_year_closeness_and_newness() -> None:
     assert rows["genres_last_1"] == [3]
     assert rows["year"] == [0]  # 1953 is the closest to the liked mean, 1952
     assert rows["newest_first"] == [2]  # 1995, 1960, 1953; the unknown year last
+
+
+def test_llm_rows_follow_the_cases_and_refuse_other_candidates(tmp_path: Path) -> None:
+    ds = SimpleNamespace(user_ids=["u0", "u1"], item_ids=["a", "b", "c"])
+    cases = [NewItemCase(1, 2, [0, 2], []), NewItemCase(0, 0, [1, 0], [])]
+    modes = ("pointwise", "pairwise", "listwise")
+    outcomes = [  # file order differs from the cases'; z-scores put the target first for u1 only
+        UserOutcome("u0", "a", ["b", "a"], [0.0, 0.0], {m: {"b": 1.0, "a": -1.0} for m in modes}),
+        UserOutcome("u1", "c", ["a", "c"], [0.0, 0.0], {m: {"a": -1.0, "c": 1.0} for m in modes}),
+    ]
+    path = tmp_path / "outcomes.jsonl"
+    path.write_text("".join(json.dumps(asdict(o)) + "\n" for o in outcomes))
+    rows = llm_rows("clean", path, ds, cases)
+    assert rows["clean:pointwise"] == [0, 1] and rows["clean:hybrid"] == [0, 1]
+    assert "clean:backbone" not in rows
+    other = [NewItemCase(1, 2, [2, 0], []), cases[1]]  # u1's candidates in another order
+    with pytest.raises(SystemExit, match="not the outcomes of these cases"):
+        llm_rows("clean", path, ds, other)
