@@ -206,6 +206,20 @@ def test_zero_weight_modes_cost_no_llm_time():
     assert res.modes == MODES and [n for n, _ in engine.calls] == [4 + 10 + 3]
 
 
+
+def test_new_items_alone_keep_their_order_without_llm_weights():
+    """docs/service.md: items without a backbone score are ranked by the LLM only when a mode
+    has weight; under backbone-only weights a request of new items keeps the order it came in."""
+    new = [Candidate("n1", "Zed", None), Candidate("n2", "Good new", None), Candidate("n3", "Alpha", None)]
+    backbone_only = WeightSet(hints_on=EnsembleWeights(0, 0, 0, 1), chosen=True)
+    engine = KeywordEngine()
+    res = Ranker(engine, weights=backbone_only).rank(RankRequest(USER, new, k=3))
+    assert engine.calls == [] and not res.degraded
+    assert [i.item_id for i in res.items] == ["n1", "n2", "n3"] and all(i.backbone_score is None for i in res.items)
+    res = Ranker(KeywordEngine(), weights=backbone_only).rank(
+        RankRequest(USER, new, k=3, weights=EnsembleWeights(pointwise=1, pairwise=0, listwise=0, backbone=0.3)))
+    assert res.modes == ("pointwise",) and res.items[0].item_id == "n2"
+
 def test_hints_off_uses_its_own_weights_or_is_refused():
     on_only = WeightSet(hints_on=EnsembleWeights(1, 0, 0, 0), chosen=True)  # the old flat file
     res = Ranker(KeywordEngine(), weights=on_only).rank(request(use_hints=False))
