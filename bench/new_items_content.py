@@ -4,8 +4,8 @@ The cases of ``recranker new-items`` (``training.new_items``: a seeded 20% of th
 plays new items no backbone saw; per user whose held-out like is new, that item and 9 other
 new items, history without new items), ranked by item content alone: the cosine of a
 candidate's genres with the genre counts of the user's liked history (all of it, or the
-last few likes), by release year closeness to the likes' mean year, and newest release first. Each row's NDCG@3
-and HR@3, and its paired difference against the random order on the same users (the
+last few likes), by release year closeness to the likes' mean year, and newest release
+first. Each row's NDCG@3 and HR@3, and its paired difference against the random order on the same users (the
 score-free order the LLM rows of ``recranker new-items`` are compared with). Same cases,
 same seed, so the rows can be read beside that command's. No LLM, seconds.
 
@@ -33,7 +33,8 @@ from training.evaluate import read_outcomes, row_ranks
 from training.new_items import MODES_ONLY, hold_out_items, new_item_cases
 from training.report import paired_differences, summarize_rows
 
-CONTENT_BAR = "year"
+CONTENT_BAR = "year"  # the strongest content row on validation: the bar for the LLM rows
+
 
 def rank_of(target_pos: int, scores: np.ndarray) -> int:
     """0-based rank (what ``candidate_gen.metrics`` reads) of the candidate at ``target_pos``;
