@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.item_features import genre_matrix, genre_overlap, release_year
 from bench.report import machine, write_report
+from candidate_gen.recency_choice import target_ranks
 from stack.build import load_split
 from stack.settings import Settings
 from training.evaluate import read_outcomes, row_ranks
@@ -36,30 +37,25 @@ from training.report import paired_differences, summarize_rows
 CONTENT_BAR = "year"  # the strongest content row on validation: the bar for the LLM rows
 
 
-def rank_of(target_pos: int, scores: np.ndarray) -> int:
-    """0-based rank (what ``candidate_gen.metrics`` reads) of the candidate at ``target_pos``;
-    ties keep the given (random) order."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    return order.index(target_pos)
-
-
 def content_rows(genres: np.ndarray, years: np.ndarray, cases, recent: int) -> dict[str, list[int]]:
     """Per row (random, genres of all likes, genres of the last ``recent`` likes, year
-    closeness, newest first), each case's rank of its held-out item. ``genres``: (items,
-    genres) 0/1; ``years``: per item, NaN where unknown."""
-    rows: dict[str, list[int]] = {"backbone": [], "genres_all_likes": [], f"genres_last_{recent}": [], "year": [],
-                                  "newest_first": []}
+    closeness, newest first), each case's 0-based rank of its held-out item, ties in the given
+    (random) order. ``genres``: (items, genres) 0/1; ``years``: per item, NaN where unknown.
+    Every case has the same number of candidates (``new_item_cases``)."""
+    scores: dict[str, list[np.ndarray]] = {"genres_all_likes": [], f"genres_last_{recent}": [], "year": [],
+                                           "newest_first": []}
     for case in cases:
         liked = [e.item for e in case.history if e.liked] or [e.item for e in case.history]
-        target_pos = case.candidates.index(case.target)
-        rows["backbone"].append(target_pos)  # the given order is the seeded random one
-        rows["genres_all_likes"].append(rank_of(target_pos, genre_overlap(genres, liked, case.candidates)))
-        rows[f"genres_last_{recent}"].append(
-            rank_of(target_pos, genre_overlap(genres, liked[-recent:], case.candidates)))
+        scores["genres_all_likes"].append(genre_overlap(genres, liked, case.candidates))
+        scores[f"genres_last_{recent}"].append(genre_overlap(genres, liked[-recent:], case.candidates))
         mean_year = np.nanmean(years[liked]) if liked and not np.all(np.isnan(years[liked])) else np.nan
         closeness = -np.abs(years[case.candidates] - mean_year)
-        rows["year"].append(rank_of(target_pos, np.nan_to_num(closeness, nan=-np.inf)))
-        rows["newest_first"].append(rank_of(target_pos, np.nan_to_num(years[case.candidates], nan=-np.inf)))
+        scores["year"].append(np.nan_to_num(closeness, nan=-np.inf))
+        scores["newest_first"].append(np.nan_to_num(years[case.candidates], nan=-np.inf))
+    target_pos = np.array([case.candidates.index(case.target) for case in cases], dtype=np.int64)
+    rows = {"backbone": target_pos.tolist()}  # the given order is the seeded random one
+    for name, per_case in scores.items():
+        rows[name] = target_ranks(np.stack(per_case), target_pos).tolist() if cases else []
     return rows
 
 

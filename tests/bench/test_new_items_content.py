@@ -11,16 +11,21 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.new_items_content import content_rows, llm_rows, rank_of
+from bench.new_items_content import content_rows, llm_rows
+from candidate_gen.recency_choice import target_ranks
 from candidate_gen.split import Event
 from training.evaluate import UserOutcome
 from training.new_items import NewItemCase
 
 
-def test_rank_of_breaks_ties_in_the_given_order() -> None:
-    assert rank_of(2, np.array([0.0, 0.0, 0.0])) == 2  # 0-based, as candidate_gen.metrics reads ranks
-    assert rank_of(2, np.array([0.0, 1.0, 5.0])) == 0
-    assert rank_of(0, np.array([1.0, 1.0, 2.0])) == 1
+def test_ranks_break_ties_in_the_given_order() -> None:
+    def rank_of(target_pos: int, scores: list[float]) -> int:  # what content_rows asks of target_ranks
+        return int(target_ranks(np.array([scores]), np.array([target_pos]))[0])
+
+    assert rank_of(2, [0.0, 0.0, 0.0]) == 2  # 0-based, as candidate_gen.metrics reads ranks
+    assert rank_of(2, [0.0, 1.0, 5.0]) == 0
+    assert rank_of(0, [1.0, 1.0, 2.0]) == 1
+    assert rank_of(1, [-np.inf, -np.inf, 1.0]) == 2  # unknown years (-inf) tie, in the given order
 
 
 def test_content_rows_rank_by_genre_fit_year_closeness_and_newness() -> None:
