@@ -15,4 +15,3 @@ def test_readyz_names_the_recency_reordering_when_it_is_on() -> None:
                                                recency=RecencyRescorer(co_likes(), RecencyConfig(3.0, 2)))
     assert _order(plain) == "fixed"
     assert _order(recency) == "fixed+recency: re-ordered by co-likes with the last 2 likes, weight 3"
-
