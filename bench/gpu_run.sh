@@ -28,26 +28,10 @@ OUT=${OUT:-bench/out}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
-if [ -f .gpu-parts/manifest.json ]; then
-  $PY -m bench.gpu_stage join .gpu-parts /tmp/gpu-bundle.tar && tar -xf /tmp/gpu-bundle.tar || exit 1
-fi
-WHEELS=${WHEELS:-.whl}
-if [ -d "$WHEELS" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
-  $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
-} 2>&1 | tee "$OUT/env.txt"
-GGUF=$(ls .gpu/gguf/*.gguf 2>/dev/null | head -1)
-if [ -n "$GGUF" ]; then
-  MODEL=/tmp/recranker-model
-  $PY -m bench.gpu_stage real-weights "$GGUF" .gpu/model $MODEL 2>&1 | grep -v "Loading weights" | tee -a "$OUT/env.txt" || exit 1
-else
-  MODEL=/tmp/recranker-random-model
-  $PY -m bench.gpu_stage random-weights .gpu/model $MODEL | tee -a "$OUT/env.txt" || exit 1
-fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; } 2>&1 | tee "$OUT/env.txt"
+source bench/gpu_env.sh
+$PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" \
+  2>&1 | tee -a "$OUT/env.txt"
 # the service's settings (adapter, its prompt layout, 10 candidates, all three modes forced)
 export RECRANKER_BASE_MODEL=$MODEL RECRANKER_DATA_DIR=$PWD/.gpu/data RECRANKER_HOME=$PWD/.gpu/home \
   RECRANKER_DEVICE=$DEVICE RECRANKER_ADAPTER=$PWD/models/recranker-smollm2-ml100k

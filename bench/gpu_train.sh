@@ -18,19 +18,8 @@ OUT=${OUT:-bench/out}
 PY=${PY:-python3}
 MINUTES=${MINUTES:-8}
 mkdir -p "$OUT"
-if [ -f .gpu-parts/manifest.json ] && [ ! -d .gpu/requests ]; then
-  $PY -m bench.gpu_stage join .gpu-parts /tmp/gpu-bundle.tar && tar -xf /tmp/gpu-bundle.tar || exit 1
-fi
-WHEELS=${WHEELS:-.whl}
-if [ -d "$WHEELS" ] && [ ! -d /tmp/site ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
-fi
-[ -d /tmp/site ] && export PYTHONPATH=/tmp/site
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-MODEL=/tmp/recranker-model
-if [ ! -f $MODEL/config.json ]; then
-  $PY -m bench.gpu_stage real-weights .gpu/gguf/*.gguf .gpu/model $MODEL 2>&1 | grep -v "Loading weights" || exit 1
-fi
+source bench/gpu_env.sh
+[ "$MODEL" = /tmp/recranker-model ] || { echo "training needs the real weights: stage with --with-gguf"; exit 1; }
 [ -f .gpu/requests/examples.jsonl ] || gunzip -k .gpu/requests/examples.jsonl.gz || exit 1
 RUN=.gpu/tune-run
 RESUME=$([ -d $RUN ] && echo --resume)
