@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,24 +80,31 @@ def candidate_features(items: np.ndarray, history: list[int], popularity: np.nda
                      colikes.recent_similarity(items, hist, recent)])
 
 
-def build_cases(split: Split, gen: CandidateGenerator, stage: str, num_candidates: int, recent: int) -> Cases:
-    config = EvalConfig(stage=stage, num_candidates=num_candidates)
-    users = select_users(split, config)
-    cands = retrieve(split, gen, users, config)
+FeatureFn = Callable[[np.ndarray, list[int]], np.ndarray]  # (candidates, visible likes) -> (F, N) raw
+
+
+def content_feature_fn(split: Split, recent: int) -> FeatureFn:
+    """``candidate_features`` over this split's training likes, genres and titles."""
     _, train_items = split.train_interactions()
     popularity = np.log1p(np.bincount(train_items, minlength=split.dataset.n_items).astype(np.float64))
     genres = genre_matrix(split.dataset)
     years = np.array([release_year(t) for t in split.dataset.titles])
     colikes = CoLikes.from_likes(*split.train_interactions(), split.dataset.n_items)
-    pos, backbone, features = [], [], []
+    return lambda items, history: candidate_features(items, history, popularity, genres, years, colikes, recent)
+
+
+def build_cases(split: Split, gen: CandidateGenerator, stage: str, num_candidates: int, features: FeatureFn) -> Cases:
+    config = EvalConfig(stage=stage, num_candidates=num_candidates)
+    users = select_users(split, config)
+    cands = retrieve(split, gen, users, config)
+    pos, backbone, rows = [], [], []
     for u, cs in zip(users, cands):
         items = np.array([c.item for c in cs], dtype=np.int64)
         hit = np.flatnonzero(items == split.users[u].held_out(stage))
         pos.append(int(hit[0]) if len(hit) else -1)
         backbone.append(zscores([c.score for c in cs]))
-        features.append(zscores(candidate_features(items, liked_history(split, u, stage), popularity, genres, years,
-                                                             colikes, recent)))
-    return Cases(np.array(pos), np.stack(backbone), np.stack(features))
+        rows.append(zscores(features(items, liked_history(split, u, stage))))
+    return Cases(np.array(pos), np.stack(backbone), np.stack(rows))
 
 
 def fused_ranks(cases: Cases, weights: np.ndarray) -> list[int | None]:
@@ -112,12 +120,13 @@ def diff_matrix(cases: Cases, grid: list[np.ndarray]) -> np.ndarray:
     return np.stack([metric_values(fused_ranks(cases, w), METRIC) - base for w in grid])
 
 
-def grid_for(active: tuple[int, ...], steps_per_feature: tuple[float, ...] = STEPS) -> list[np.ndarray]:
+def grid_for(active: tuple[int, ...], steps_per_feature: tuple[float, ...] = STEPS,
+             n_features: int = len(FEATURES)) -> list[np.ndarray]:
     """Backbone only first, then every combination of the steps over the active features."""
-    grid = [np.zeros(len(FEATURES))]
+    grid = [np.zeros(n_features)]
     for steps in itertools.product(steps_per_feature, repeat=len(active)):
         if any(steps):
-            w = np.zeros(len(FEATURES))
+            w = np.zeros(n_features)
             w[list(active)] = steps
             grid.append(w)
     return grid
@@ -128,15 +137,19 @@ def interval(values: np.ndarray) -> dict:
     return {"mean": float(values.mean()), "ci": [lo, hi]}
 
 
-def evaluate_feature_set(valid: Cases, test: Cases, active: tuple[int, ...]) -> dict:
-    grid = grid_for(active, STEPS if len(active) == 1 else COARSE_STEPS)
+def evaluate_feature_set(valid: Cases, test: Cases, active: tuple[int, ...], names: tuple[str, ...] = FEATURES,
+                         steps: tuple[float, ...] | None = None) -> dict:
+    """Weights for the ``active`` features chosen on ``valid`` (fine steps for one feature,
+    coarse ones for several unless ``steps`` says), then ``test`` scored once with them."""
+    steps = steps or (STEPS if len(active) == 1 else COARSE_STEPS)
+    grid = grid_for(active, steps, len(names))
     diffs = diff_matrix(valid, grid)
     means = diffs.mean(axis=1)
     best = int(np.flatnonzero(np.isclose(means, means.max()))[0])
     chosen = grid[best]
     test_diffs = diff_matrix(test, [chosen])[0]
-    return {"features": [FEATURES[i] for i in active],
-            "chosen_weights": {FEATURES[i]: float(chosen[i]) for i in active},
+    return {"features": [names[i] for i in active],
+            "chosen_weights": {names[i]: float(chosen[i]) for i in active},
             "valid": interval(diffs[best]),
             "valid_cross_validated": interval(cross_validated_diffs(diffs)),
             "test": interval(test_diffs),
@@ -162,8 +175,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for model in args.models:
         gen = CandidateGenerator.from_backbone(load_backbone(settings, split, model, args.seed).backbone, "exact")
-        valid = build_cases(split, gen, "valid", args.candidates, args.recent)
-        test = build_cases(split, gen, "test", args.candidates, args.recent)
+        features = content_feature_fn(split, args.recent)
+        valid = build_cases(split, gen, "valid", args.candidates, features)
+        test = build_cases(split, gen, "test", args.candidates, features)
         base = {stage: float(metric_values([int(p) if p >= 0 else None for p in c.target_pos], METRIC).mean())
                 for stage, c in (("valid", valid), ("test", test))}
         print(f"| {model} | backbone alone: valid {base['valid']:.4f}, test {base['test']:.4f} | | | | |")
