@@ -107,11 +107,15 @@ def build_cases(split: Split, gen: CandidateGenerator, stage: str, num_candidate
     return Cases(np.array(pos), np.stack(backbone), np.stack(rows))
 
 
+def ranks_of(scores: np.ndarray, target_pos: np.ndarray) -> list[int | None]:
+    """0-based rank of each user's target under ``scores`` (None: not a candidate); ties keep
+    the candidates' order."""
+    return [int(r) if r >= 0 else None for r in target_ranks(scores, target_pos)]
+
+
 def fused_ranks(cases: Cases, weights: np.ndarray) -> list[int | None]:
-    """0-based rank of the target under z(backbone) + weights . z(features) (None: not a
-    candidate); ties keep the backbone order."""
-    ranks = target_ranks(cases.backbone_z + np.einsum("f,ufn->un", weights, cases.features), cases.target_pos)
-    return [int(r) if r >= 0 else None for r in ranks]
+    """0-based rank of the target under z(backbone) + weights . z(features)."""
+    return ranks_of(cases.backbone_z + np.einsum("f,ufn->un", weights, cases.features), cases.target_pos)
 
 
 def diff_matrix(cases: Cases, grid: list[np.ndarray]) -> np.ndarray:
@@ -156,14 +160,28 @@ def evaluate_feature_set(valid: Cases, test: Cases, active: tuple[int, ...], nam
             "grid_points": len(grid)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fusion_arguments(description: str, out: str) -> argparse.ArgumentParser:
+    """The options every fusion bench takes."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--models", nargs="+", default=["lightgcn", "sasrec"])
     ap.add_argument("--candidates", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0, help="backbone seed (as `recranker evaluate --seed`)")
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def fusion_row(order: str, result: dict) -> str:
+    """One markdown row of ``evaluate_feature_set``'s result."""
+    cells = [f"{result[k]['mean']:+.4f} [{result[k]['ci'][0]:+.4f}, {result[k]['ci'][1]:+.4f}]"
+             for k in ("valid", "valid_cross_validated", "test")]
+    w = ", ".join(f"{k} {v:g}" for k, v in result["chosen_weights"].items())
+    return f"| {order} | {' + '.join(result['features'])} | {w} | " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    ap = fusion_arguments(__doc__.splitlines()[0], "docs/bench/feature-fusion.json")
     ap.add_argument("--recent", type=int, default=RECENT, help="how many of the latest likes count as recent")
-    ap.add_argument("--out", default="docs/bench/feature-fusion.json")
     args = ap.parse_args()
     settings = Settings()
     start = time.perf_counter()
@@ -183,10 +201,7 @@ def main() -> None:
         print(f"| {model} | backbone alone: valid {base['valid']:.4f}, test {base['test']:.4f} | | | | |")
         results[model] = {"backbone": base, "fusions": [evaluate_feature_set(valid, test, s) for s in sets]}
         for r in results[model]["fusions"]:
-            cells = [f"{r[k]['mean']:+.4f} [{r[k]['ci'][0]:+.4f}, {r[k]['ci'][1]:+.4f}]"
-                     for k in ("valid", "valid_cross_validated", "test")]
-            w = ", ".join(f"{k} {v:g}" for k, v in r["chosen_weights"].items())
-            print(f"| {model} | {' + '.join(r['features'])} | {w} | " + " | ".join(cells) + " |")
+            print(fusion_row(model, r))
     payload = {"dataset": args.dataset, "candidates": args.candidates, "recent": args.recent, "metric": METRIC,
                "steps": STEPS, "coarse_steps": COARSE_STEPS,
                "results": results, "seconds": time.perf_counter() - start,

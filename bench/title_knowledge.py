@@ -20,16 +20,15 @@ Also printed: each feature alone as the order (no backbone), against a random or
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from bench.feature_fusion import METRIC, Cases, build_cases, evaluate_feature_set, interval
+from bench.feature_fusion import (METRIC, Cases, build_cases, evaluate_feature_set, fusion_arguments, fusion_row,
+                                  interval, ranks_of)
 from bench.report import machine, write_report
-from candidate_gen.recency_choice import target_ranks
 from candidate_gen.retrieve import CandidateGenerator
 from candidate_gen.split import Split
 from ranker.model import prepare_model
@@ -88,26 +87,16 @@ def alone(cases: Cases, f: int, seed: int = 0) -> dict:
     """NDCG@3 of the candidates ordered by feature ``f`` alone, and paired against the mean of
     ``RANDOM_ORDERS`` random orders (the same users)."""
     none = np.zeros_like(cases.backbone_z)
-    by_feature = metric_values(_ranks(none + cases.features[:, f], cases.target_pos), METRIC)
+    by_feature = metric_values(ranks_of(none + cases.features[:, f], cases.target_pos), METRIC)
     rng = np.random.default_rng(seed)
-    shuffled = np.mean([metric_values(_ranks(rng.random(none.shape), cases.target_pos), METRIC)
+    shuffled = np.mean([metric_values(ranks_of(rng.random(none.shape), cases.target_pos), METRIC)
                         for _ in range(RANDOM_ORDERS)], axis=0)
     return {"ndcg": float(by_feature.mean()), "random": float(shuffled.mean()),
             "minus_random": interval(by_feature - shuffled)}
 
 
-def _ranks(scores: np.ndarray, target_pos: np.ndarray) -> list[int | None]:
-    return [int(r) if r >= 0 else None for r in target_ranks(scores, target_pos)]
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="ml-100k")
-    ap.add_argument("--models", nargs="+", default=["lightgcn", "sasrec"])
-    ap.add_argument("--candidates", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0, help="backbone seed (as `recranker evaluate --seed`)")
-    ap.add_argument("--out", default="docs/bench/title-knowledge.json")
-    args = ap.parse_args()
+    args = fusion_arguments(__doc__.splitlines()[0], "docs/bench/title-knowledge.json").parse_args()
     settings = Settings()
     start = time.perf_counter()
     split: Split = load_split(settings, args.dataset)
@@ -140,10 +129,7 @@ def main() -> None:
             print(f"| {gen.source} | {name} alone (valid) | | {a['ndcg']:.4f} vs random {a['random']:.4f}: "
                   f"{ci['mean']:+.4f} [{ci['ci'][0]:+.4f}, {ci['ci'][1]:+.4f}] | | |")
         for r in results[model]["fusions"]:
-            cells = [f"{r[k]['mean']:+.4f} [{r[k]['ci'][0]:+.4f}, {r[k]['ci'][1]:+.4f}]"
-                     for k in ("valid", "valid_cross_validated", "test")]
-            w = ", ".join(f"{k} {v:g}" for k, v in r["chosen_weights"].items())
-            print(f"| {gen.source} | {' + '.join(r['features'])} | {w} | " + " | ".join(cells) + " |")
+            print(fusion_row(gen.source, r))
     write_report(args.out, {
         "dataset": args.dataset, "candidates": args.candidates, "metric": METRIC,
         "model": str(model_path), "layers": list(layers), "windows": list(WINDOWS), "results": results,
