@@ -1,8 +1,10 @@
 """Files of the training pipeline: atomic JSON / JSONL writes, reads, checksums.
 
 A dataset folder holds ``examples.jsonl`` (one instruction example per line) and
-``manifest.json`` (how it was made). Writes go to a temporary file in the same folder
-and are renamed into place, so a crash never leaves a half-written file behind.
+``manifest.json`` (how it was made, with the recipe: every choice that decides the
+examples). Writes go to a temporary file in the same folder and are renamed into place, so
+a crash never leaves a half-written file behind; a folder is rebuilt only from its own
+recipe, so one command never replaces another's examples.
 """
 
 from __future__ import annotations
@@ -83,3 +85,45 @@ def folder_sha256(folder: Path, pattern: str = "*") -> str:
             h.update(p.name.encode())
             h.update(file_sha256(p).encode())
     return h.hexdigest()
+
+
+# ---- dataset folders: one recipe per folder -----------------------------------------------
+
+RECIPE_KEY = "recipe"  # in manifest.json: every choice that decides the examples
+
+
+class DatasetFolderError(ValueError):
+    """A dataset folder holds examples from another recipe; the message says which choices differ."""
+
+
+def dataset_folder_name(dataset: str, kind: str, sampling: str, budget: int, options: Iterable[str] = ()) -> str:
+    """The default folder name; ``options`` names every non-default choice, so two commands
+    that build different examples never share a default folder."""
+    return "-".join([dataset, kind, sampling, str(budget), *options])
+
+
+def as_json(doc):
+    """``doc`` as it reads back from JSON (tuples become lists), for comparing with a manifest."""
+    return json.loads(json.dumps(doc, default=str))
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')} ({old!r} there, {new!r} now)"]
+
+
+def check_rebuild(folder: Path, recipe: dict) -> None:
+    """Refuse to overwrite examples built from another recipe (an adapter may have been tuned
+    on them); rebuilding from the same recipe writes the same examples, so it may go on."""
+    manifest = Path(folder) / MANIFEST_FILE
+    if not manifest.is_file():
+        return
+    old = read_json(manifest).get(RECIPE_KEY)
+    if old == as_json(recipe):
+        return
+    what = ("with other choices: " + "; ".join(_differences(old, as_json(recipe)))) if old is not None \
+        else "by an older version (its manifest records no recipe)"
+    raise DatasetFolderError(f"{folder} already holds instruction data built {what}; "
+                             "pass --out with another folder, or remove it first")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from stack.build import Stack, build_stack, load_backbone, load_split, resolve_adapter
 from stack.settings import Settings, ranker_config
+from training.data_io import RECIPE_KEY, as_json, check_rebuild, dataset_folder_name
 
 log = logging.getLogger(__name__)
 
@@ -346,20 +347,37 @@ def build_instruction_dataset(settings: Settings, data: DataChoice, *, backbone:
     from training.sampling import SamplingConfig, sample_users, save_sampled
 
     split = data.split(settings)
+    config = InstructionConfig(hints=hints, prompt=ranker_config(settings).prompt_config)
+    recipe = {"kind": "instructions", "dataset": split.dataset.name, "data_fingerprint": split.dataset.fingerprint,
+              "backbone": backbone, "sampling": sampling, "budget": budget, "seed": seed,
+              "base_model": settings.base_model, "config": asdict(config)}
+    options = [name for name, on in (("no-hints", not hints), (f"seed{seed}", seed != 0)) if on]
+    folder = Path(out or settings.home / "instructions" /
+                  dataset_folder_name(split.dataset.name, backbone, sampling, budget, options))
+    check_rebuild(folder, recipe)  # before any work: a clash costs nothing
     loaded = load_backbone(settings, split, backbone, seed)
     sampled = sample_users(split, SamplingConfig(method=sampling, budget=budget), seed=seed,
                            backbone=loaded.backbone, backbone_user_ids=loaded.user_ids)
-    folder = Path(out or settings.home / "instructions" / f"{split.dataset.name}-{backbone}-{sampling}-{budget}")
     folder.mkdir(parents=True, exist_ok=True)
     save_sampled(sampled, split, folder / "sampled_users.json")
     # the serving tokenizer and prompt settings cut histories exactly as serving does; no weights needed
     tokenizer = AutoTokenizer.from_pretrained(str(prepare_model(settings.base_model, settings.models_dir)))
-    config = InstructionConfig(hints=hints, prompt=ranker_config(settings).prompt_config)
     rows = build_instructions(split, loaded, sampled, config, seed=seed,
                               count_tokens=lambda text: len(encode_text(tokenizer, text)))
-    manifest = dataset_manifest(rows, split, loaded, sampled, config, seed)
+    manifest = dataset_manifest(rows, split, loaded, sampled, config, seed) | {RECIPE_KEY: as_json(recipe)}
     write_dataset(rows, manifest, folder)
     return folder, len(rows), manifest["counts"], sampled.n_unique
+
+
+def request_folder_options(*, layout: str, genres: bool, pool: int | None, hint_dropout: float | None,
+                           backbones: tuple[str, ...], seed: int) -> list[str]:
+    """The non-default choices of `recranker instructions requests`, as parts of its default folder name."""
+    options = [layout] if layout != "inline" else []
+    options += ["genres"] if genres else []
+    options += [f"pool{pool}"] if pool is not None else []
+    options += [f"hint-dropout{hint_dropout:g}"] if hint_dropout is not None else []
+    options += ["+".join(backbones)] if tuple(backbones) != ("lightgcn", "sasrec") else []
+    return options + ([f"seed{seed}"] if seed != 0 else [])
 
 
 def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tuple[str, ...], sampling: str,
@@ -405,6 +423,14 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
         share, items_seed = new_items
         held = hold_out_items(split.dataset.n_items, share, items_seed)
         split = leave_one_out(without_items(split.dataset, held, f"new-items-{share:g}-seed{items_seed}"))
+    recipe = {"kind": "requests", "dataset": split.dataset.name, "data_fingerprint": split.dataset.fingerprint,
+              "backbones": list(backbones), "sampling": sampling, "budget": budget, "seed": seed,
+              "base_model": settings.base_model, "config": asdict(config)}
+    options = request_folder_options(layout=layout, genres=genres, pool=pool, hint_dropout=hint_dropout,
+                                     backbones=backbones, seed=seed)
+    folder = Path(out or settings.home / "instructions" /
+                  dataset_folder_name(split.dataset.name, "requests", sampling, budget, options))
+    check_rebuild(folder, recipe)  # before the backbones train: a clash costs nothing
     loaded = {name: shifted_backbone(settings.home, split, name, seed) for name in backbones}
     first = loaded[backbones[0]]  # its user vectors drive the clustering part of adaptive sampling
     sampled = sample_users(one_like_earlier(split), SamplingConfig(method=sampling, budget=budget), seed=seed,
@@ -414,10 +440,9 @@ def build_request_dataset(settings: Settings, data: DataChoice, *, backbones: tu
                                   count_tokens=lambda text: len(encode_text(tokenizer, text)))
     if not rows:
         raise ValueError("no request example: no sampled user's target is among its backbone's top candidates")
-    folder = Path(out or settings.home / "instructions" / f"{split.dataset.name}-requests-{sampling}-{budget}")
     folder.mkdir(parents=True, exist_ok=True)
     save_sampled(sampled, split, folder / "sampled_users.json")
     write_jsonl_atomic(folder / EXAMPLES_FILE, rows)
-    info = manifest(rows, split, loaded, sampled, config, seed)
+    info = manifest(rows, split, loaded, sampled, config, seed) | {RECIPE_KEY: as_json(recipe)}
     write_json_atomic(folder / MANIFEST_FILE, info)  # last: its presence means the examples are complete
     return folder, info

@@ -159,3 +159,14 @@ def test_weights_with_an_unknown_objective_is_one_line_exit_2_before_any_scoring
     assert main(["weights", "--adapter", str(adapter), "--objective", "MRR", "--users", "3"]) == 2
     assert "--objective: metric must be HR@k or NDCG@k" in _one_error_line(capsys)
     assert (adapter / "hybrid_weights.json").read_text() == before
+
+
+def test_instruction_data_from_another_recipe_is_kept_and_the_clash_is_one_line(env, capsys) -> None:
+    out = env / "data"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"format": "recranker-instructions/1"}))  # no recipe recorded
+    (out / "examples.jsonl").write_text('{"task": "pointwise"}\n')
+    assert main(["instructions", "build", "--backbone", "pop", "--budget", "5", "--out", str(out)]) == 2
+    assert "already holds instruction data built by an older version" in _one_error_line(capsys)
+    assert (out / "examples.jsonl").read_text() == '{"task": "pointwise"}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["examples.jsonl", "manifest.json"]
