@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ranker.adapter import CONFIG_FILE as ADAPTER_CONFIG
 from ranker.types import MODES
 from training.collate import BatchPlan, collate, encode_example, end_of_turn_ids, pad_id_of, token_losses
 from training.packing import answer_losses, collate_requests, encode_request
@@ -324,7 +325,7 @@ def load_initial_adapter(model, cfg: TuneConfig) -> None:
     from safetensors.torch import load_file
 
     folder = cfg.init_adapter
-    config_path, weights_path = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    config_path, weights_path = folder / ADAPTER_CONFIG, folder / "adapter_model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():
         raise ValueError(f"--init-adapter {folder}: expected adapter_config.json and adapter_model.safetensors there")
     earlier = read_json(config_path)
@@ -346,11 +347,11 @@ def save_adapter(model, out_dir: Path, base_name: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out_dir))
     try:
         model.save_pretrained(tmp)
-        cfg_path = tmp / "adapter_config.json"
+        cfg_path = tmp / ADAPTER_CONFIG
         doc = json.loads(cfg_path.read_text())
         doc["base_model_name_or_path"] = base_name
         cfg_path.write_text(json.dumps(doc, indent=2, sort_keys=True))
-        for f in sorted(tmp.iterdir(), key=lambda p: p.name == "adapter_config.json"):
+        for f in sorted(tmp.iterdir(), key=lambda p: p.name == ADAPTER_CONFIG):
             os.replace(f, out_dir / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -378,6 +379,9 @@ def _tune(cfg: TuneConfig, t_start: float) -> Path:
     ckpt = latest_checkpoint(cfg.output_dir)
     if ckpt is not None and not cfg.resume:
         raise ValueError(f"{cfg.output_dir} holds checkpoints of an earlier run: pass resume=True or use a new folder")
+    if ckpt is None and (cfg.output_dir / ADAPTER_CONFIG).is_file():  # e.g. a shipped adapter (no checkpoints)
+        raise ValueError(f"{cfg.output_dir} already holds an adapter: tune into a new folder "
+                         f"(--init-adapter {cfg.output_dir} starts from it there)")
     if ckpt is not None:
         _check_resumable(read_state(ckpt), cfg, data_sha)  # fail before loading the model
     model_path = prepare_model(cfg.base_model, cfg.model_cache_dir)

@@ -216,3 +216,15 @@ def test_init_adapter_starts_from_its_weights_and_refuses_another_shape(engine, 
                                        init_adapter=tmp_path / "first"))
     with pytest.raises(ValueError, match="adapter_config.json"):
         T.build_model(fresh(), _config(dataset, tmp_path / "fourth", model_cache, lora_r=4, init_adapter=tmp_path))
+
+
+def test_a_folder_holding_an_adapter_is_refused_before_any_work(dataset, tmp_path):
+    shipped = tmp_path / "shipped"  # a committed adapter has no checkpoints/ beside it
+    shipped.mkdir()
+    (shipped / "adapter_config.json").write_text("{}")
+    (shipped / "adapter_model.safetensors").write_bytes(b"weights")
+    with pytest.raises(ValueError, match="already holds an adapter: tune into a new folder"):
+        T.tune(_config(dataset, shipped, tmp_path / "no-model-here", max_steps=1))
+    assert (shipped / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert sorted(p.name for p in shipped.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert not (tmp_path / "no-model-here").exists()  # refused before the model was looked for
