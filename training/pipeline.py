@@ -114,6 +114,7 @@ def evaluate_llm(settings: Settings, data: DataChoice, *, backbone: str, adapter
     from training.evaluate import EvalConfig, report
     from training.report import PAIRED_RESAMPLES, markdown_paired_table, markdown_table
 
+    EvalConfig(stage=stage, num_candidates=num_candidates, users=users, seed=seed)  # bad numbers: before the model loads
     built = _eval_stack(settings, data, backbone, seed, adapter, num_candidates)
     ranker, name = built.ranker, built.dataset.name
     adapter_path = str(built.adapter.path) if built.adapter else None
@@ -166,6 +167,8 @@ def evaluate_new_items(settings: Settings, data: DataChoice, *, adapter: str | N
     from training.new_items import MODES_ONLY, hold_out_items, new_item_cases, rank_cases
     from training.report import PAIRED_RESAMPLES, markdown_paired_table, markdown_table
 
+    if num_candidates < 2 or (users is not None and users < 1):  # before the model loads
+        raise PipelineError(f"new items need --candidates >= 2 and --users >= 1, got {num_candidates} and {users}")
     built = _eval_stack(settings, data, "pop", seed, adapter, num_candidates)  # the backbone is not used: new items have no score
     new_items = hold_out_items(built.split.dataset.n_items, share, seed)
     cases = new_item_cases(built.split, new_items, stage, num_candidates, seed)
@@ -214,6 +217,7 @@ def choose_hybrid_weights(settings: Settings, data: DataChoice, *, backbone: str
         metric_cutoff(objective)  # before minutes of LLM scoring
     except ValueError as e:
         raise PipelineError(f"--objective: {e}") from None
+    EvalConfig(stage="valid", num_candidates=num_candidates, users=users, seed=seed)  # before the model loads
     built = _eval_stack(settings, data, backbone, seed, adapter, num_candidates)
     if built.adapter is None:
         raise PipelineError("choosing weights needs an adapter folder to write hybrid_weights.json into (--adapter)")
