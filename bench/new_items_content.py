@@ -15,6 +15,11 @@ paired with the year-closeness row on the same users: the bar an LLM has to clea
 
     python -m bench.new_items_content --stage valid --out docs/bench/new-items-content-valid.json
     python -m bench.new_items_content --stage valid --llm clean=<outcomes.jsonl> --out ...
+
+With ``--title-vectors`` the base model's own picture of the titles joins as rows too: each
+candidate scored by the cosine of its title vector with the mean vector of the liked
+history (``bench.title_knowledge``: a middle and the last layer; all likes, the last 5, the
+last 2). No tuning; one forward pass per title.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 
 from bench.item_features import genre_matrix, genre_overlap, release_year
 from bench.report import machine, write_report
+from bench.title_knowledge import WINDOWS, base_model_vectors, similarity_to_likes
 from candidate_gen.recency_choice import target_ranks
 from stack.build import load_split
 from stack.settings import Settings
@@ -59,6 +65,22 @@ def content_rows(genres: np.ndarray, years: np.ndarray, cases, recent: int) -> d
     return rows
 
 
+def title_vector_rows(vectors: dict[int, np.ndarray], cases) -> dict[str, list[int]]:
+    """Per layer and window of ``bench.title_knowledge``, each case's 0-based rank of its held-out
+    item by title-vector similarity to the liked history (ties in the given random order)."""
+    target_pos = np.array([case.candidates.index(case.target) for case in cases], dtype=np.int64)
+    rows = {}
+    for layer, v in vectors.items():
+        for window_name, window in WINDOWS.items():
+            per_case = []
+            for case in cases:
+                liked = [e.item for e in case.history if e.liked] or [e.item for e in case.history]
+                per_case.append(similarity_to_likes(v, np.asarray(case.candidates), liked, window))
+            rows[f"titles_layer{layer}_{window_name}"] = target_ranks(np.stack(per_case), target_pos).tolist() \
+                if cases else []
+    return rows
+
+
 def llm_rows(name: str, path: Path, ds, cases) -> dict[str, list[int]]:
     """The LLM rows (``name:mode``) of a ``recranker new-items --outcomes`` file, in the order
     of ``cases``; refuses a file whose users or candidates are not these cases'."""
@@ -85,6 +107,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--llm", action="append", default=[], metavar="NAME=OUTCOMES",
                     help="an LLM's per-user outcomes from recranker new-items --outcomes (repeatable)")
+    ap.add_argument("--title-vectors", action="store_true",
+                    help="add the base model's title-vector rows (bench.title_knowledge; ~2 min on 2 cores)")
     ap.add_argument("--out", type=Path, default=Path("bench/out/new-items-content.json"))
     args = ap.parse_args(argv)
     start = time.perf_counter()
@@ -93,6 +117,8 @@ def main(argv=None) -> None:
     cases = new_item_cases(split, new_items, args.stage, args.candidates, args.seed)
     ds = split.dataset
     rows = content_rows(genre_matrix(ds), np.array([release_year(t) for t in ds.titles]), cases, args.recent)
+    if args.title_vectors:
+        rows |= title_vector_rows(base_model_vectors(Settings(), ds.titles)[2], cases)
     for spec in args.llm:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
@@ -113,6 +139,7 @@ def main(argv=None) -> None:
               f"{cell(paired.get(row, {}).get('NDCG@3'))} | {cell(vs_bar.get(row, {}).get('NDCG@3'))} |")
     write_report(args.out, {"stage": args.stage, "share": args.share, "candidates": args.candidates,
                             "seed": args.seed, "recent": args.recent, "users": len(cases),
+                            "title_vectors": args.title_vectors,
                             "new_items": len(new_items), "llm": args.llm, "rows": summary,
                             "paired_vs_random": paired, f"paired_vs_{CONTENT_BAR}": vs_bar,
                             "seconds": time.perf_counter() - start, "machine": machine()})

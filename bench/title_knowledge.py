@@ -66,6 +66,14 @@ def title_vectors(model_path, titles: list[str], layers: tuple[int, ...], batch:
     return vectors
 
 
+def base_model_vectors(settings: Settings, titles: list[str]) -> tuple[str, tuple[int, ...], dict[int, np.ndarray]]:
+    """(model path, layers, title vectors) of the settings' base model, from a middle layer and the last."""
+    model_path = prepare_model(settings.base_model, settings.models_dir)
+    n_layers = AutoConfig.from_pretrained(model_path).num_hidden_layers
+    layers = (n_layers // 2, n_layers)
+    return str(model_path), layers, title_vectors(model_path, [sanitize_title(t) for t in titles], layers)
+
+
 def similarity_to_likes(vectors: np.ndarray, items: np.ndarray, history: list[int], window: int | None) -> np.ndarray:
     """Cosine of each candidate's vector with the mean vector of the (last ``window``) likes; 0 without likes."""
     liked = history if window is None else history[-window:]
@@ -100,10 +108,7 @@ def main() -> None:
     settings = Settings()
     start = time.perf_counter()
     split: Split = load_split(settings, args.dataset)
-    model_path = prepare_model(settings.base_model, settings.models_dir)
-    n_layers = AutoConfig.from_pretrained(model_path).num_hidden_layers
-    layers = (n_layers // 2, n_layers)
-    vectors = title_vectors(model_path, [sanitize_title(t) for t in split.dataset.titles], layers)
+    model_path, layers, vectors = base_model_vectors(settings, split.dataset.titles)
     embed_seconds = time.perf_counter() - start
     names = tuple(f"layer{layer}_{w}" for layer in layers for w in WINDOWS)
     features = feature_fn(vectors)

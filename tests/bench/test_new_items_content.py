@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.new_items_content import content_rows, llm_rows
+from bench.new_items_content import content_rows, llm_rows, title_vector_rows
 from candidate_gen.recency_choice import target_ranks
 from candidate_gen.split import Event
 from training.evaluate import UserOutcome
@@ -58,3 +58,16 @@ def test_llm_rows_follow_the_cases_and_refuse_other_candidates(tmp_path: Path) -
     other = [NewItemCase(1, 2, [2, 0], []), cases[1]]  # u1's candidates in another order
     with pytest.raises(SystemExit, match="not the outcomes of these cases"):
         llm_rows("clean", path, ds, other)
+
+
+def test_title_vector_rows_rank_by_similarity_to_the_likes() -> None:
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])  # 0 and 2 alike, 1 and 3 alike
+    history = [Event(0, 5.0, 1), Event(0, 5.0, 2), Event(1, 4.0, 3), Event(3, 1.0, 4)]  # latest like: item 1
+    case = NewItemCase(user=0, target=3, candidates=[2, 3], history=history)
+    rows = title_vector_rows({15: vectors, 30: vectors}, [case])
+    assert rows["titles_layer15_all"] == [1]  # two of three likes are like item 2
+    assert rows["titles_layer15_last2"] == [1]  # the last two likes: item 0, item 1 -> tie, given order
+    assert rows["titles_layer30_all"] == rows["titles_layer15_all"]
+    history_last = history[:2] + [Event(1, 4.0, 3), Event(1, 5.0, 4)]
+    last = title_vector_rows({15: vectors}, [NewItemCase(0, 3, [2, 3], history_last)])
+    assert last["titles_layer15_last2"] == [0]  # the last two likes are item 1: item 3 first
