@@ -94,10 +94,9 @@ def feature_fn(vectors: dict[int, np.ndarray]):
 def alone(cases: Cases, f: int, seed: int = 0) -> dict:
     """NDCG@3 of the candidates ordered by feature ``f`` alone, and paired against the mean of
     ``RANDOM_ORDERS`` random orders (the same users)."""
-    none = np.zeros_like(cases.backbone_z)
-    by_feature = metric_values(ranks_of(none + cases.features[:, f], cases.target_pos), METRIC)
+    by_feature = metric_values(ranks_of(cases.features[:, f], cases.target_pos), METRIC)
     rng = np.random.default_rng(seed)
-    shuffled = np.mean([metric_values(ranks_of(rng.random(none.shape), cases.target_pos), METRIC)
+    shuffled = np.mean([metric_values(ranks_of(rng.random(cases.backbone_z.shape), cases.target_pos), METRIC)
                         for _ in range(RANDOM_ORDERS)], axis=0)
     return {"ndcg": float(by_feature.mean()), "random": float(shuffled.mean()),
             "minus_random": interval(by_feature - shuffled)}
