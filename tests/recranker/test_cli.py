@@ -181,3 +181,19 @@ def test_bad_counts_are_one_line_before_any_model_loads(env, capsys, argv, messa
     assert main(argv + ["--json", str(env / "out.json")] if argv[0] != "weights" else argv) == 2
     assert message in _one_error_line(capsys)
     assert not (env / "home" / "models").exists()  # the model was never prepared
+
+
+def test_serve_on_a_taken_port_is_one_line_before_any_model_loads(env, capsys) -> None:
+    import socket
+
+    from service.server import check_port_free
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+        line = _one_error_line(capsys)
+        assert f"cannot listen on 127.0.0.1:{port}" in line and "RECRANKER_PORT" in line
+    assert not (env / "home" / "models").exists()  # failed before the model was prepared
+    check_port_free("127.0.0.1", port)  # free again once released
