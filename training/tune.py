@@ -307,8 +307,11 @@ def build_model(engine, cfg: TuneConfig):
 
     names = {n.rsplit(".", 1)[-1] for n, _ in engine.model.named_modules()}
     absent = [m for m in cfg.target_modules if m not in names]
-    if absent:
-        raise ValueError(f"target module(s) {absent} not found in {engine.model_name}")
+    if absent:  # other architectures name their projections otherwise (GPT-2: c_attn): say which exist
+        layers = sorted({n.rsplit(".", 1)[-1] for n, mod in engine.model.named_modules()
+                         if type(mod).__name__ in ("Linear", "Conv1D") and n.rsplit(".", 1)[-1] != "lm_head"})
+        raise ValueError(f"target module(s) {absent} not found in {engine.model_name}; its linear layers: "
+                         f"{', '.join(layers)} (--lora-targets takes a comma-separated list of them)")
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
     torch.manual_seed(cfg.seed)  # LoRA A matrices are initialised randomly

@@ -228,3 +228,25 @@ def test_a_folder_holding_an_adapter_is_refused_before_any_work(dataset, tmp_pat
     assert (shipped / "adapter_model.safetensors").read_bytes() == b"weights"
     assert sorted(p.name for p in shipped.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     assert not (tmp_path / "no-model-here").exists()  # refused before the model was looked for
+
+
+def test_another_architecture_tunes_and_serves_its_adapter(dataset, model_dir, tmp_path):
+    """RECRANKER_BASE_MODEL may name any causal LM: a Qwen2-shaped model tunes with the default
+    targets, and the engine serves what it wrote; GPT-2's projections are named otherwise, and
+    the error lists them."""
+    from ranker.engines.hf import HFEngine
+    from tests.ranker.test_engine_hf import _mixed_prompts
+    from tests.tiny_models import tiny_model
+
+    qwen = tiny_model("qwen2", model_dir, tmp_path / "qwen2")
+    out = T.tune(_config(dataset, tmp_path / "adapter", tmp_path / "cache", base_model=str(qwen), max_steps=3,
+                         learning_rate=1e-2))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and all(np.isfinite(metrics["loss_curve"]))
+    base = HFEngine(qwen, device="cpu", dtype="float32")
+    tuned = HFEngine(qwen, adapter_path=out, device="cpu", dtype="float32")
+    prompts = _mixed_prompts(base)[:3]
+    assert np.abs(tuned.score(prompts, ("Yes", "No")).logprobs - base.score(prompts, ("Yes", "No")).logprobs).max() > 1e-3
+    gpt2 = tiny_model("gpt2", model_dir, tmp_path / "gpt2")
+    with pytest.raises(ValueError, match=r"not found in gpt2; its linear layers: c_attn, c_fc, c_proj"):
+        T.tune(_config(dataset, tmp_path / "gpt2-adapter", tmp_path / "cache", base_model=str(gpt2), max_steps=1))
