@@ -71,7 +71,12 @@ def cmd_model_prepare(args, settings: Settings) -> None:
     from ranker.model import prepare_model
 
     path = prepare_model(args.model or settings.base_model, settings.models_dir)
-    print(f"model ready at {path}")
+    if isinstance(path, Path):
+        print(f"model ready at {path}")
+    else:  # a hub id: nothing fetched here, so say what happens instead of claiming it is ready
+        print(f"model {path} is a Hugging Face hub id: transformers downloads it into its cache at first load "
+              "(the hub, or the mirror HF_ENDPOINT names, must be reachable then; HF_HUB_OFFLINE=1 uses the cache "
+              "only); for a machine without the hub, download it elsewhere and set RECRANKER_BASE_MODEL to its folder")
 
 
 def cmd_evaluate(args, settings: Settings) -> None:

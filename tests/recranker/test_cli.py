@@ -197,3 +197,9 @@ def test_serve_on_a_taken_port_is_one_line_before_any_model_loads(env, capsys) -
         assert f"cannot listen on 127.0.0.1:{port}" in line and "RECRANKER_PORT" in line
     assert not (env / "home" / "models").exists()  # failed before the model was prepared
     check_port_free("127.0.0.1", port)  # free again once released
+
+
+def test_model_prepare_of_a_hub_id_says_what_happens_instead_of_ready(env, capsys) -> None:
+    assert main(["model", "prepare", "--model", "SomeOrg/some-instruct-model"]) == 0
+    out = capsys.readouterr().out
+    assert "SomeOrg/some-instruct-model is a Hugging Face hub id" in out and "ready" not in out
