@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--budget", type=int, default=1000, help="user draws N (each yields up to one example per task)")
     sp.add_argument("--no-hints", action="store_true", help="build prompts without backbone hints")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--out", help="output folder (default: <home>/instructions/<name>)")
+    sp.add_argument("--out", help="output folder (default: <home>/instructions/<name with every non-default "
+                                   "choice>); a folder holding examples built with other choices is refused")
     sp.set_defaults(func=cmd_instructions_build)
     sp = ins.add_parser("requests", help="request-shaped examples (all three tasks per request; what the "
                                          "shipped adapter is tuned on), candidates from backbones trained "
@@ -273,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sampling", choices=("adaptive", "uniform", "importance", "clustering"), default="adaptive")
     sp.add_argument("--budget", type=int, default=5000, help="user draws N (the method's budget for ML-100K)")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--out", help="output folder (default: <home>/instructions/<name>)")
+    sp.add_argument("--out", help="output folder (default: <home>/instructions/<name with every non-default "
+                                   "choice>); a folder holding examples built with other choices is refused")
     sp.add_argument("--without-new-items", type=float, metavar="SHARE",
                     help="leave out the items `recranker new-items --share SHARE` treats as new (a clean "
                          "cold-start adapter: no backbone or example mentions them)")
