@@ -14,8 +14,10 @@ import torch
 from candidate_gen.pop import PopBackbone
 from candidate_gen.split import leave_one_out, one_like_earlier
 from ranker.chat import to_scoring_prompt
+from ranker.engines.hf import HFEngine
 from ranker.prompts import LISTWISE_LABELS
 from ranker.types import Prompt
+from tests.tiny_models import tiny_model
 from tests.training.test_instructions import synthetic_dataset
 from training.packing import answer_losses, collate_requests, encode_request
 from training.requests import RequestExampleConfig, Target, build_request_examples, request_example, targets_of
@@ -24,6 +26,14 @@ from training.requests import RequestExampleConfig, Target, build_request_exampl
 @pytest.fixture(scope="module")
 def split():
     return leave_one_out(synthetic_dataset())
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(model_dir, tmp_path_factory) -> HFEngine:
+    """A 2-layer Llama with the bundled tokenizer: packing must equal one sequence for any
+    weights, and this checks it without a 135M-parameter backward (tests/tiny_models.py)."""
+    return HFEngine(tiny_model("llama", model_dir, tmp_path_factory.mktemp("tiny-llama")), device="cpu",
+                    dtype="float32")
 
 
 def _shifted_pop(split):
@@ -181,19 +191,19 @@ def test_examples_from_data_without_new_items_never_mention_them():
 
 
 @pytest.mark.slow
-def test_packed_training_forward_equals_engine_scoring(split, hf_engine):
+def test_packed_training_forward_equals_engine_scoring(split, tiny_llama):
     loaded = {"pop": _Loaded(_shifted_pop(split))}
     rows = build_request_examples(split, loaded, [0, 1], RequestExampleConfig(pool=40), seed=1,
-                                  count_tokens=hf_engine.count_tokens)[:2]
+                                  count_tokens=tiny_llama.count_tokens)[:2]
     rows = [_fewer_questions(r, per_mode=3) for r in rows]
-    batch = collate_requests([encode_request(hf_engine, r) for r in rows], pad_id=0)
+    batch = collate_requests([encode_request(tiny_llama, r) for r in rows], pad_id=0)
     with torch.inference_mode():
-        losses = answer_losses(hf_engine._decoder, hf_engine.vocab_logits, batch, hf_engine.device).numpy()
+        losses = answer_losses(tiny_llama._decoder, tiny_llama.vocab_logits, batch, tiny_llama.device).numpy()
     expected = []
     for row in rows:
         for q in row["questions"]:
-            sp = to_scoring_prompt(hf_engine, Prompt(row["system"], row["shared"], q["specific"], tuple(q["labels"])))
-            expected.append(-hf_engine.score([sp], (q["answer"],)).logprobs[0, 0])
+            sp = to_scoring_prompt(tiny_llama, Prompt(row["system"], row["shared"], q["specific"], tuple(q["labels"])))
+            expected.append(-tiny_llama.score([sp], (q["answer"],)).logprobs[0, 0])
     np.testing.assert_allclose(losses, expected, atol=1e-3)
     # each mode weighs 1 per request
     w = batch["weights"].numpy()
@@ -243,17 +253,17 @@ def _one_sequence_losses(decoder, vocab_logits, requests, pad_id=0):
 
 
 @pytest.mark.slow
-def test_packed_rows_give_the_one_sequence_losses_and_gradients(split, hf_engine):
+def test_packed_rows_give_the_one_sequence_losses_and_gradients(split, tiny_llama):
     import copy
 
     from peft import LoraConfig, get_peft_model
 
     loaded = {"pop": _Loaded(_shifted_pop(split))}
     rows = build_request_examples(split, loaded, [0, 1], RequestExampleConfig(pool=40), seed=2,
-                                  count_tokens=hf_engine.count_tokens)[:2]
-    requests = [encode_request(hf_engine, _fewer_questions(r, per_mode=2)) for r in rows]
+                                  count_tokens=tiny_llama.count_tokens)[:2]
+    requests = [encode_request(tiny_llama, _fewer_questions(r, per_mode=2)) for r in rows]
     torch.manual_seed(0)
-    model = get_peft_model(copy.deepcopy(hf_engine.model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+    model = get_peft_model(copy.deepcopy(tiny_llama.model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                                       lora_dropout=0.0, init_lora_weights=False))
     decoder = model.get_base_model().get_decoder()
     lora = [p for p in model.parameters() if p.requires_grad]
@@ -266,8 +276,8 @@ def test_packed_rows_give_the_one_sequence_losses_and_gradients(split, hf_engine
 
     batch = collate_requests(requests, pad_id=0, pack_tokens=64)  # several packs per request
     assert len(batch["slots"]) > 2 * len(requests)
-    packed, packed_grads = losses_and_grads(lambda: answer_losses(decoder, hf_engine.vocab_logits, batch, "cpu"))
-    ref, ref_grads = losses_and_grads(lambda: _one_sequence_losses(decoder, hf_engine.vocab_logits, requests))
+    packed, packed_grads = losses_and_grads(lambda: answer_losses(decoder, tiny_llama.vocab_logits, batch, "cpu"))
+    ref, ref_grads = losses_and_grads(lambda: _one_sequence_losses(decoder, tiny_llama.vocab_logits, requests))
     np.testing.assert_allclose(packed.numpy(), ref.numpy(), atol=1e-4)  # per question, in request order
     for g, h in zip(packed_grads, ref_grads):
         np.testing.assert_allclose(g.numpy(), h.numpy(), atol=2e-4 * max(1.0, float(h.abs().max())))
