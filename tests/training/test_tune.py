@@ -123,8 +123,13 @@ def test_tune_lowers_loss_and_adapter_changes_logprobs(engine, dataset, model_ca
     assert np.all(np.abs(after - before) > 1e-3)  # every example's answer log-probs changed
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(engine, dataset, model_cache, tmp_path, monkeypatch):
-    full = T.tune(_config(dataset, tmp_path / "full", model_cache, max_steps=4, lora_dropout=0.1))
+def test_resume_after_interruption_matches_uninterrupted_run(dataset, model_dir, tmp_path, monkeypatch):
+    # resuming must reproduce the uninterrupted run for any model: a tiny Llama checks it in seconds
+    from tests.tiny_models import tiny_model
+
+    tiny = str(tiny_model("llama", model_dir, tmp_path / "tiny-llama"))
+    model_cache = tmp_path / "cache"
+    full = T.tune(_config(dataset, tmp_path / "full", model_cache, base_model=tiny, max_steps=4, lora_dropout=0.1))
 
     calls = {"n": 0}
     real = T.token_losses
@@ -136,14 +141,14 @@ def test_resume_after_interruption_matches_uninterrupted_run(engine, dataset, mo
         return real(*args, **kw)
 
     monkeypatch.setattr(T, "token_losses", crash_in_step_three)
-    cut = _config(dataset, tmp_path / "cut", model_cache, max_steps=4, lora_dropout=0.1)
+    cut = _config(dataset, tmp_path / "cut", model_cache, base_model=tiny, max_steps=4, lora_dropout=0.1)
     with pytest.raises(KeyboardInterrupt):
         T.tune(cut)
     monkeypatch.setattr(T, "token_losses", real)
     assert T.latest_checkpoint(cut.output_dir).name == "step-000002"
     with pytest.raises(ValueError, match="resume=True"):
         T.tune(cut)  # never silently overwrite an interrupted run
-    T.tune(_config(dataset, tmp_path / "cut", model_cache, max_steps=4, lora_dropout=0.1, resume=True))
+    T.tune(_config(dataset, tmp_path / "cut", model_cache, base_model=tiny, max_steps=4, lora_dropout=0.1, resume=True))
 
     steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
@@ -155,12 +160,13 @@ def test_resume_after_interruption_matches_uninterrupted_run(engine, dataset, mo
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="learning_rate"):
-        T.tune(_config(dataset, tmp_path / "cut", model_cache, max_steps=4, resume=True, lora_dropout=0.1,
-                       learning_rate=1e-3))
+        T.tune(_config(dataset, tmp_path / "cut", model_cache, base_model=tiny, max_steps=4, resume=True,
+                       lora_dropout=0.1, learning_rate=1e-3))
     examples = dataset / "examples.jsonl"
     examples.write_text(examples.read_text().replace('"answer": "5"', '"answer": "4"'))
     with pytest.raises(ValueError, match="changed since the checkpoint"):
-        T.tune(_config(dataset, tmp_path / "cut", model_cache, max_steps=6, lora_dropout=0.1, resume=True))
+        T.tune(_config(dataset, tmp_path / "cut", model_cache, base_model=tiny, max_steps=6, lora_dropout=0.1,
+                       resume=True))
 
 
 def test_batch_plan_is_a_pure_function_of_step_and_groups_lengths():
@@ -246,7 +252,8 @@ def test_another_architecture_tunes_and_serves_its_adapter(dataset, model_dir, t
     base = HFEngine(qwen, device="cpu", dtype="float32")
     tuned = HFEngine(qwen, adapter_path=out, device="cpu", dtype="float32")
     prompts = _mixed_prompts(base)[:3]
-    assert np.abs(tuned.score(prompts, ("Yes", "No")).logprobs - base.score(prompts, ("Yes", "No")).logprobs).max() > 1e-3
+    labels = ("Yes", "No")
+    assert np.abs(tuned.score(prompts, labels).logprobs - base.score(prompts, labels).logprobs).max() > 1e-3
     gpt2 = tiny_model("gpt2", model_dir, tmp_path / "gpt2")
     with pytest.raises(ValueError, match=r"not found in gpt2; its linear layers: c_attn, c_fc, c_proj"):
         T.tune(_config(dataset, tmp_path / "gpt2-adapter", tmp_path / "cache", base_model=str(gpt2), max_steps=1))
