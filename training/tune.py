@@ -305,11 +305,10 @@ def load_examples(cfg: TuneConfig) -> tuple[list[dict], dict]:
 def build_model(engine, cfg: TuneConfig):
     from peft import LoraConfig, get_peft_model
 
-    names = {n.rsplit(".", 1)[-1] for n, _ in engine.model.named_modules()}
-    absent = [m for m in cfg.target_modules if m not in names]
+    leaves = [(n.rsplit(".", 1)[-1], type(mod).__name__) for n, mod in engine.model.named_modules()]
+    absent = [m for m in cfg.target_modules if m not in {name for name, _ in leaves}]
     if absent:  # other architectures name their projections otherwise (GPT-2: c_attn): say which exist
-        layers = sorted({n.rsplit(".", 1)[-1] for n, mod in engine.model.named_modules()
-                         if type(mod).__name__ in ("Linear", "Conv1D") and n.rsplit(".", 1)[-1] != "lm_head"})
+        layers = sorted({name for name, kind in leaves if kind in ("Linear", "Conv1D") and name != "lm_head"})
         raise ValueError(f"target module(s) {absent} not found in {engine.model_name}; its linear layers: "
                          f"{', '.join(layers)} (--lora-targets takes a comma-separated list of them)")
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
