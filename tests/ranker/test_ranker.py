@@ -206,7 +206,6 @@ def test_zero_weight_modes_cost_no_llm_time():
     assert res.modes == MODES and [n for n, _ in engine.calls] == [4 + 10 + 3]
 
 
-
 def test_new_items_alone_keep_their_order_without_llm_weights():
     """docs/service.md: items without a backbone score are ranked by the LLM only when a mode
     has weight; under backbone-only weights a request of new items keeps the order it came in."""
@@ -219,6 +218,7 @@ def test_new_items_alone_keep_their_order_without_llm_weights():
     res = Ranker(KeywordEngine(), weights=backbone_only).rank(
         RankRequest(USER, new, k=3, weights=EnsembleWeights(pointwise=1, pairwise=0, listwise=0, backbone=0.3)))
     assert res.modes == ("pointwise",) and res.items[0].item_id == "n2"
+
 
 def test_hints_off_uses_its_own_weights_or_is_refused():
     on_only = WeightSet(hints_on=EnsembleWeights(1, 0, 0, 0), chosen=True)  # the old flat file

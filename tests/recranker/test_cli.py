@@ -173,12 +173,12 @@ def test_instruction_data_from_another_recipe_is_kept_and_the_clash_is_one_line(
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["evaluate", "--backbone", "pop", "--users", "0"], "users must be >= 1, got 0"),
+    (["evaluate", "--backbone", "pop", "--users", "0", "--json", "{tmp}/out.json"], "users must be >= 1, got 0"),
     (["weights", "--backbone", "pop", "--candidates", "0"], "num_candidates must be >= 1, got 0"),
-    (["new-items", "--candidates", "1"], "new items need --candidates >= 2"),
+    (["new-items", "--candidates", "1", "--json", "{tmp}/out.json"], "new items need --candidates >= 2"),
 ])
 def test_bad_counts_are_one_line_before_any_model_loads(env, capsys, argv, message) -> None:
-    assert main(argv + ["--json", str(env / "out.json")] if argv[0] != "weights" else argv) == 2
+    assert main([a.replace("{tmp}", str(env)) for a in argv]) == 2
     assert message in _one_error_line(capsys)
     assert not (env / "home" / "models").exists()  # the model was never prepared
 
