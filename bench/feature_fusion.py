@@ -113,6 +113,11 @@ def ranks_of(scores: np.ndarray, target_pos: np.ndarray) -> list[int | None]:
     return [int(r) if r >= 0 else None for r in target_ranks(scores, target_pos)]
 
 
+def given_ranks(cases: Cases) -> list[int | None]:
+    """0-based rank of each user's target in the order the candidates came in (the backbone's)."""
+    return [int(p) if p >= 0 else None for p in cases.target_pos]
+
+
 def fused_ranks(cases: Cases, weights: np.ndarray) -> list[int | None]:
     """0-based rank of the target under z(backbone) + weights . z(features)."""
     return ranks_of(cases.backbone_z + np.einsum("f,ufn->un", weights, cases.features), cases.target_pos)
@@ -120,7 +125,7 @@ def fused_ranks(cases: Cases, weights: np.ndarray) -> list[int | None]:
 
 def diff_matrix(cases: Cases, grid: list[np.ndarray]) -> np.ndarray:
     """(grid, users) per-user fused - backbone NDCG@3."""
-    base = metric_values([int(p) if p >= 0 else None for p in cases.target_pos], METRIC)
+    base = metric_values(given_ranks(cases), METRIC)
     return np.stack([metric_values(fused_ranks(cases, w), METRIC) - base for w in grid])
 
 
@@ -191,12 +196,12 @@ def main() -> None:
     print(f"fusion z(backbone) + w . z(feature), {METRIC} difference vs the backbone, weights chosen on validation")
     print("| backbone | features | chosen w | valid | valid CV | test |")
     print("|---|---|---|---|---|---|")
+    features = content_feature_fn(split, args.recent)  # the same for every backbone
     for model in args.models:
         gen = CandidateGenerator.from_backbone(load_backbone(settings, split, model, args.seed).backbone, "exact")
-        features = content_feature_fn(split, args.recent)
         valid = build_cases(split, gen, "valid", args.candidates, features)
         test = build_cases(split, gen, "test", args.candidates, features)
-        base = {stage: float(metric_values([int(p) if p >= 0 else None for p in c.target_pos], METRIC).mean())
+        base = {stage: float(metric_values(given_ranks(c), METRIC).mean())
                 for stage, c in (("valid", valid), ("test", test))}
         print(f"| {model} | backbone alone: valid {base['valid']:.4f}, test {base['test']:.4f} | | | | |")
         results[model] = {"backbone": base, "fusions": [evaluate_feature_set(valid, test, s) for s in sets]}

@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.item_features import genre_matrix, genre_overlap, release_year
 from bench.report import machine, write_report
-from bench.title_knowledge import WINDOWS, base_model_vectors, similarity_to_likes
+from bench.title_knowledge import base_model_vectors, feature_fn, feature_names
 from candidate_gen.recency_choice import target_ranks
 from stack.build import load_split
 from stack.settings import Settings
@@ -43,6 +43,16 @@ from training.report import paired_differences, summarize_rows
 CONTENT_BAR = "year"  # the strongest content row on validation: the bar for the LLM rows
 
 
+def liked_items(case) -> list[int]:
+    """The case's liked history, oldest first (its whole history where it likes nothing)."""
+    return [e.item for e in case.history if e.liked] or [e.item for e in case.history]
+
+
+def target_positions(cases) -> np.ndarray:
+    """Each case's held-out item's place in its given (seeded random) candidate order."""
+    return np.array([case.candidates.index(case.target) for case in cases], dtype=np.int64)
+
+
 def content_rows(genres: np.ndarray, years: np.ndarray, cases, recent: int) -> dict[str, list[int]]:
     """Per row (random, genres of all likes, genres of the last ``recent`` likes, year
     closeness, newest first), each case's 0-based rank of its held-out item, ties in the given
@@ -51,14 +61,14 @@ def content_rows(genres: np.ndarray, years: np.ndarray, cases, recent: int) -> d
     scores: dict[str, list[np.ndarray]] = {"genres_all_likes": [], f"genres_last_{recent}": [], "year": [],
                                            "newest_first": []}
     for case in cases:
-        liked = [e.item for e in case.history if e.liked] or [e.item for e in case.history]
+        liked = liked_items(case)
         scores["genres_all_likes"].append(genre_overlap(genres, liked, case.candidates))
         scores[f"genres_last_{recent}"].append(genre_overlap(genres, liked[-recent:], case.candidates))
         mean_year = np.nanmean(years[liked]) if liked and not np.all(np.isnan(years[liked])) else np.nan
         closeness = -np.abs(years[case.candidates] - mean_year)
         scores["year"].append(np.nan_to_num(closeness, nan=-np.inf))
         scores["newest_first"].append(np.nan_to_num(years[case.candidates], nan=-np.inf))
-    target_pos = np.array([case.candidates.index(case.target) for case in cases], dtype=np.int64)
+    target_pos = target_positions(cases)
     rows = {"backbone": target_pos.tolist()}  # the given order is the seeded random one
     for name, per_case in scores.items():
         rows[name] = target_ranks(np.stack(per_case), target_pos).tolist() if cases else []
@@ -68,17 +78,13 @@ def content_rows(genres: np.ndarray, years: np.ndarray, cases, recent: int) -> d
 def title_vector_rows(vectors: dict[int, np.ndarray], cases) -> dict[str, list[int]]:
     """Per layer and window of ``bench.title_knowledge``, each case's 0-based rank of its held-out
     item by title-vector similarity to the liked history (ties in the given random order)."""
-    target_pos = np.array([case.candidates.index(case.target) for case in cases], dtype=np.int64)
-    rows = {}
-    for layer, v in vectors.items():
-        for window_name, window in WINDOWS.items():
-            per_case = []
-            for case in cases:
-                liked = [e.item for e in case.history if e.liked] or [e.item for e in case.history]
-                per_case.append(similarity_to_likes(v, np.asarray(case.candidates), liked, window))
-            rows[f"titles_layer{layer}_{window_name}"] = target_ranks(np.stack(per_case), target_pos).tolist() \
-                if cases else []
-    return rows
+    if not cases:
+        return {f"titles_{name}": [] for name in feature_names(vectors)}
+    features = feature_fn(vectors)
+    scores = np.stack([features(np.asarray(case.candidates), liked_items(case)) for case in cases])  # (C, F, N)
+    target_pos = target_positions(cases)
+    return {f"titles_{name}": target_ranks(scores[:, f], target_pos).tolist()
+            for f, name in enumerate(feature_names(vectors))}
 
 
 def llm_rows(name: str, path: Path, ds, cases) -> dict[str, list[int]]:

@@ -27,7 +27,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from bench.feature_fusion import (METRIC, Cases, build_cases, evaluate_feature_set, fusion_arguments, fusion_row,
-                                  interval, ranks_of)
+                                  given_ranks, interval, ranks_of)
 from bench.report import machine, write_report
 from candidate_gen.retrieve import CandidateGenerator
 from candidate_gen.split import Split
@@ -84,8 +84,13 @@ def similarity_to_likes(vectors: np.ndarray, items: np.ndarray, history: list[in
     return vectors[items] @ profile / norm if norm > 0 else np.zeros(len(items))
 
 
+def feature_names(layers) -> tuple[str, ...]:
+    """Names of ``feature_fn``'s rows, in its order."""
+    return tuple(f"layer{layer}_{w}" for layer in layers for w in WINDOWS)
+
+
 def feature_fn(vectors: dict[int, np.ndarray]):
-    """One row per layer x window, for ``build_cases``."""
+    """One row per layer x window (``feature_names(vectors)``), for ``build_cases``."""
     def features(items: np.ndarray, history: list[int]) -> np.ndarray:
         return np.stack([similarity_to_likes(v, items, history, w) for v in vectors.values() for w in WINDOWS.values()])
     return features
@@ -109,7 +114,7 @@ def main() -> None:
     split: Split = load_split(settings, args.dataset)
     model_path, layers, vectors = base_model_vectors(settings, split.dataset.titles)
     embed_seconds = time.perf_counter() - start
-    names = tuple(f"layer{layer}_{w}" for layer in layers for w in WINDOWS)
+    names = feature_names(layers)
     features = feature_fn(vectors)
     results: dict = {}
     print(f"title vectors from {model_path} (layers {layers}), {len(split.dataset.titles)} titles, {embed_seconds:.0f} s")
@@ -124,7 +129,7 @@ def main() -> None:
         test = build_cases(split, gen, "test", args.candidates, features)
         results[model] = {
             "served": gen.source, "recency": gen.info,
-            "backbone": {stage: float(metric_values([int(p) if p >= 0 else None for p in c.target_pos], METRIC).mean())
+            "backbone": {stage: float(metric_values(given_ranks(c), METRIC).mean())
                          for stage, c in (("valid", valid), ("test", test))},
             "alone_valid": {names[f]: alone(valid, f) for f in range(len(names))},
             "fusions": [evaluate_feature_set(valid, test, (f,), names) for f in range(len(names))]}
